@@ -1,0 +1,66 @@
+"""``vitedu reproduce CHAPTER`` and friends."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+
+
+def _reproduce(args) -> int:
+    from . import experiments, results
+    from .budget import ENV_VAR
+    from .env import setup
+
+    name, experiment = experiments.get(args.chapter)
+    if args.budget is not None:
+        os.environ[ENV_VAR] = args.budget
+    session = setup(seed=0)
+    chosen = session.budget
+    print(f"reproducing {name} at the {chosen} budget on {session.device}")
+    start = time.perf_counter()
+    numbers = experiment.run(chosen, device=session.device)
+    wall = time.perf_counter() - start
+    command = "vitedu reproduce " + " ".join(shlex.quote(a) for a in [name, "--budget", chosen.name])
+    path = results.save(name, numbers, budget=chosen.name, command=command, wall_time_s=wall,
+                        path=args.output)
+    print(f"wrote {path} ({wall:.0f} s)")
+    return 0
+
+
+def _list(args) -> int:
+    from . import experiments
+    from .models import list_models
+
+    print("chapters:", ", ".join(experiments.EXPERIMENTS))
+    print("models:", ", ".join(list_models(args.pattern)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .budget import BUDGETS
+
+    parser = argparse.ArgumentParser(prog="vitedu", description="Run the experiments of the vitedu book.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rep = sub.add_parser("reproduce", help="run a chapter's experiment headless and write data/results/CHAPTER.json")
+    rep.add_argument("chapter", help="chapter name or number, e.g. 00_vit_in_minutes or 00")
+    rep.add_argument("--budget", choices=BUDGETS, default=None, help="default: $VITEDU_BUDGET, else gpu/cpu")
+    rep.add_argument("--output", type=_path, default=None, help="write here instead of data/results/CHAPTER.json")
+    rep.set_defaults(func=_reproduce)
+    lst = sub.add_parser("list", help="list chapters with experiments, and models")
+    lst.add_argument("pattern", nargs="?", default="*")
+    lst.set_defaults(func=_list)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def _path(value: str):
+    from pathlib import Path
+
+    return Path(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""Each chapter's headless experiment, run by ``vitedu reproduce CHAPTER`` and by the chapter itself."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import scenes_calibration, vit_in_minutes
+
+EXPERIMENTS: dict[str, ModuleType] = {
+    "00_vit_in_minutes": vit_in_minutes,
+    "data_scenes": scenes_calibration,
+}
+
+
+def get(chapter: str) -> tuple[str, ModuleType]:
+    """Look up by full name or by number prefix (``00``)."""
+    matches = [name for name in EXPERIMENTS if name == chapter or name.split("_")[0] == chapter]
+    if len(matches) != 1:
+        raise KeyError(f"unknown chapter {chapter!r}: choose one of {', '.join(EXPERIMENTS)}.")
+    return matches[0], EXPERIMENTS[matches[0]]

@@ -1,0 +1,67 @@
+import json
+import math
+
+import pytest
+import torch
+
+import vitedu
+from vitedu.data.loader import TensorLoader
+from vitedu.train import evaluate, fit, param_groups, warmup_cosine
+
+
+def two_blobs(n=256, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=generator)
+    x = torch.randn(n, 1, 28, 28, generator=generator) * 0.5
+    x[y == 1, :, :14] += 1.0  # class 1 is brighter in the top half
+    return x, y
+
+
+def test_schedule_warms_up_then_decays():
+    factors = [warmup_cosine(s, total_steps=100, warmup_steps=10) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
+    assert factors[-1] == pytest.approx(0.01, abs=0.01)
+
+
+def test_no_weight_decay_on_biases_norms_and_tokens():
+    model = vitedu.create_model("vit_pico_patch4_28")
+    decay, no_decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert {"cls_token", "pos_embed", "norm.weight", "head.bias"} <= skipped
+    assert all(p.ndim > 1 for p in decay["params"]) and decay["weight_decay"] == 0.05
+
+
+def test_fit_learns_and_logs(tmp_path):
+    torch.manual_seed(0)
+    x, y = two_blobs()
+    model = vitedu.create_model("vit_pico_patch4_28", num_classes=2, depth=1)
+    before = evaluate(model, TensorLoader(x, y, 64))["acc"]
+    seen = []
+    history = fit(model, TensorLoader(x, y, 32, shuffle=True), TensorLoader(x, y, 64), epochs=3, lr=3e-3,
+                  log_path=tmp_path / "log.jsonl", callbacks=[lambda h: seen.append(len(h.epochs))])
+    assert history.last["val_acc"] > 0.95 and history.last["val_acc"] > before
+    assert seen == [1, 2, 3] and len(history.step_losses) == 3 * 8
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2, 3] and math.isclose(lines[-1]["val_acc"], history.last["val_acc"])
+
+
+def test_fit_rejects_empty_data_and_diverging_loss():
+    model = vitedu.create_model("vit_pico_patch4_28", depth=1)
+    empty = TensorLoader(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long), 8)
+    with pytest.raises(ValueError, match="no batches"):
+        fit(model, empty, epochs=1, lr=1e-3)
+    x, y = two_blobs(32)
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        fit(model, TensorLoader(x * float("nan"), y, 8), epochs=1, lr=1e-3)
+
+
+def test_runs_are_reproducible():
+    x, y = two_blobs(64)
+    losses = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = vitedu.create_model("vit_pico_patch4_28", num_classes=2, depth=1)
+        losses.append(fit(model, TensorLoader(x, y, 16, shuffle=True, seed=3), epochs=1, lr=1e-3).step_losses)
+    assert losses[0] == losses[1]
