@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from ..paths import cache_dir
 from .fashion import CLASSES, load_fashion_mnist
@@ -112,7 +113,7 @@ def _generate(n: int, split: str, image_size: int, clutter: float, seed: int) ->
     images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
     masks = np.empty((n, image_size, image_size), dtype=bool)
     min_scale = 0.75 - 0.4 * clutter
-    for i, pick in enumerate(picks):
+    for i, pick in enumerate(tqdm(picks, desc=f"generating {n} {split} scenes", leave=False, disable=n < 2000)):
         canvas = _background(rng, image_size, clutter)
         for _ in range(rng.binomial(3, clutter)):
             k = int(image_size * rng.uniform(0.3, 0.5))
