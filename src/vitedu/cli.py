@@ -19,12 +19,13 @@ def _reproduce(args) -> int:
         os.environ[ENV_VAR] = args.budget
     session = setup(seed=0)
     chosen = session.budget
-    print(f"reproducing {name} at the {chosen} budget on {session.device}")
+    commit = results.git_commit()
+    print(f"reproducing {name} at the {chosen} budget on {session.device} (code: {commit})")
     start = time.perf_counter()
     numbers = experiment.run(chosen, device=session.device)
     wall = time.perf_counter() - start
     command = "vitedu reproduce " + " ".join(shlex.quote(a) for a in [name, "--budget", chosen.name])
-    path = results.save(name, numbers, budget=chosen.name, command=command, wall_time_s=wall,
+    path = results.save(name, numbers, budget=chosen.name, command=command, wall_time_s=wall, commit=commit,
                         path=args.output)
     print(f"wrote {path} ({wall:.0f} s)")
     return 0

@@ -19,7 +19,8 @@ def results_dir() -> Path:
     return data_root() / "results"
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """HEAD of the repository vitedu runs from, with ``-dirty`` when tracked files differ from it."""
     root = repo_root()
     if root is None:
         return None
@@ -49,8 +50,12 @@ def machine() -> dict:
     return info
 
 
-def save(chapter: str, numbers: dict, *, budget: str, command: str, wall_time_s: float, path: Path | None = None) -> Path:
-    """Write one chapter's reference results atomically, with everything needed to repeat the run."""
+def save(chapter: str, numbers: dict, *, budget: str, command: str, wall_time_s: float, commit: str | None = None,
+         path: Path | None = None) -> Path:
+    """Write one chapter's reference results atomically, with everything needed to repeat the run.
+
+    ``commit`` is the code version the run started from (read it before running: files may change during a long run).
+    """
     from . import __version__
 
     record = {
@@ -59,7 +64,7 @@ def save(chapter: str, numbers: dict, *, budget: str, command: str, wall_time_s:
         "numbers": numbers,
         "command": command,
         "vitedu_version": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": commit if commit is not None else git_commit(),
         "machine": machine(),
         "wall_time_s": round(wall_time_s, 1),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -1,4 +1,4 @@
-"""Layers shared by the model families: patch embedding, attention, MLP, stochastic depth."""
+"""Layers shared by the model families: patch embeddings, attention, MLP, LayerScale, stochastic depth."""
 
 from __future__ import annotations
 
@@ -7,22 +7,54 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-class PatchEmbed(nn.Module):
-    """Cut the image into P x P patches and project each to D dimensions (ViT eq. 1): one strided convolution."""
+def check_images(x: torch.Tensor, in_chans: int, multiple: int, model: str = "this model") -> None:
+    """Clear errors for the usual input mistakes: not a batch, wrong channel count, a size the model cannot cut."""
+    if x.ndim != 4:
+        raise ValueError(f"{model} takes a batch of images (B, C, H, W); got a tensor of shape {tuple(x.shape)}. "
+                         "For one image use x.unsqueeze(0).")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"{model} expects {in_chans}-channel images, got {x.shape[1]} channels. Create the model "
+                         f"with in_chans={x.shape[1]}, or convert the images (grayscale to RGB: x.expand(-1, 3, -1, -1)).")
+    if x.shape[-2] % multiple or x.shape[-1] % multiple:
+        raise ValueError(f"{model} needs image sides divisible by {multiple}; got {x.shape[-2]} x {x.shape[-1]} px. "
+                         f"Resize or crop to a multiple of {multiple}.")
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768):
+
+class PatchEmbed(nn.Module):
+    """Cut the image into P x P patches and project each to D dimensions (ViT eq. 1): one strided convolution,
+    or another per-patch projection ``proj`` (the hMLP stem) that maps (B, C, H, W) to (B, D, H/P, W/P)."""
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768,
+                 proj: nn.Module | None = None):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}.")
-        self.img_size, self.patch_size = img_size, patch_size
+        self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.grid_size = img_size // patch_size
         self.num_patches = self.grid_size ** 2
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = proj if proj is not None else nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] % self.patch_size or x.shape[-2] % self.patch_size:
-            raise ValueError(f"image of {tuple(x.shape[-2:])} px is not divisible into {self.patch_size}-px patches.")
+        check_images(x, self.in_chans, self.patch_size, f"a ViT with {self.patch_size}-px patches")
+        if x.shape[-2] != x.shape[-1]:
+            raise ValueError(f"the position embedding is a square grid: use square images, got "
+                             f"{x.shape[-2]} x {x.shape[-1]} px.")
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D), patches in row-major order
+
+
+def hmlp_stem(img_size: int = 224, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 768) -> PatchEmbed:
+    """Three things, section 4: the hierarchical MLP stem. Convolutions with kernel = stride (P/4, then 2, then 2)
+    and norms and GELUs between them: a small MLP per patch that never mixes two patches, so masking stays exact."""
+    if patch_size % 4:
+        raise ValueError(f"the hMLP stem splits a patch as P/4 x 2 x 2: patch_size must be a multiple of 4, "
+                         f"got {patch_size}.")
+    hidden, first = embed_dim // 4, patch_size // 4
+    proj = nn.Sequential(  # the key layout of the official hMLP_stem (deit/models_v2.py)
+        nn.Conv2d(in_chans, hidden, kernel_size=first, stride=first), nn.BatchNorm2d(hidden), nn.GELU(),
+        nn.Conv2d(hidden, hidden, kernel_size=2, stride=2), nn.BatchNorm2d(hidden), nn.GELU(),
+        nn.Conv2d(hidden, embed_dim, kernel_size=2, stride=2), nn.BatchNorm2d(embed_dim),
+    )
+    return PatchEmbed(img_size, patch_size, in_chans, embed_dim, proj)
 
 
 class Attention(nn.Module):
@@ -60,6 +92,17 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+class LayerScale(nn.Module):
+    """DeiT III / CaiT: multiply a residual branch per channel by a learned diag(gamma), initialised small."""
+
+    def __init__(self, dim: int, init_values: float = 1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(init_values * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
 
 
 class DropPath(nn.Module):
