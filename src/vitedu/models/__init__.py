@@ -5,7 +5,7 @@ one (B, heads, queries, keys) tensor per attention layer. ``convert.from_timm`` 
 between vitedu and timm.
 """
 
-from . import vit  # noqa: F401  (each family module registers its models on import)
+from . import levit, patchconvnet, resmlp, resnet, vit  # noqa: F401  (each family registers its models on import)
 from ._registry import create_model, list_models, register_model
 from .convert import from_timm, load_weights, to_timm
 from .vit import VisionTransformer, resize_pos_embed

@@ -24,12 +24,13 @@ def _same(state_dict: StateDict) -> dict[str, torch.Tensor]:
 class Family:
     """How one vitedu model class corresponds to timm.
 
-    ``timm_equivalent(model)`` gives the timm model name and keyword arguments that build the same architecture;
+    ``build_timm(model)`` builds timm's model of the same architecture (fresh weights), through timm's registered
+    names where they can express the configuration and timm's classes where they cannot;
     ``from_timm_keys`` / ``to_timm_keys`` rename (and if needed reshape) a state dict between the two layouts.
     """
 
     model_class: type
-    timm_equivalent: Callable[[nn.Module], tuple[str, dict]]
+    build_timm: Callable[[nn.Module], nn.Module]
     from_timm_keys: Callable[[StateDict], dict] = _same
     to_timm_keys: Callable[[StateDict], dict] = _same
 
@@ -82,11 +83,8 @@ def from_timm(source: nn.Module | StateDict, name: str, **overrides) -> nn.Modul
 
 def to_timm(model: nn.Module) -> nn.Module:
     """The timm model of the same architecture, holding ``model``'s weights (in eval mode)."""
-    import timm
-
     family = family_of(model)
-    timm_name, kwargs = family.timm_equivalent(model)
-    reference = timm.create_model(timm_name, pretrained=False, **kwargs)
+    reference = family.build_timm(model)
     load_checked(reference, family.to_timm_keys(model.state_dict()), f"the converted {type(model).__name__} weights")
     return reference.eval()
 

@@ -117,3 +117,25 @@ class DropPath(nn.Module):
             return x
         keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
         return x * keep / (1 - self.p)
+
+
+def init_transformer_weights(model: nn.Module, *tokens: torch.Tensor | None) -> None:
+    """The DeiT / timm initialisation: truncated normal (std 0.02) for the given tokens and every Linear weight,
+    zero biases, LayerNorms at (1, 0). Convolutions keep PyTorch's default."""
+    for token in tokens:
+        if token is not None:
+            nn.init.trunc_normal_(token, std=0.02)
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def distillation_output(logits: torch.Tensor, logits_dist: torch.Tensor, separate: bool):
+    """DeiT's two heads: while training with distillation (``separate``) each feeds its own loss (class head: the
+    label; distillation head: the teacher); otherwise, as at test time, their logits are averaged."""
+    return (logits, logits_dist) if separate else (logits + logits_dist) / 2

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from ._registry import register_model
 from .convert import Family, register_family
-from .layers import Attention, DropPath, LayerScale, Mlp, PatchEmbed, hmlp_stem
+from .layers import (Attention, DropPath, LayerScale, Mlp, PatchEmbed, distillation_output, hmlp_stem,
+                     init_transformer_weights)
 
 
 class Block(nn.Module):
@@ -118,20 +119,7 @@ class VisionTransformer(nn.Module):
         self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6) if global_pool == "avg" else nn.Identity()
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.head_dist = (nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()) if distilled else None
-        self._init_weights()
-
-    def _init_weights(self):
-        for p in (self.pos_embed, self.cls_token, self.dist_token):
-            if p is not None:
-                nn.init.trunc_normal_(p, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_transformer_weights(self, self.pos_embed, self.cls_token, self.dist_token)
 
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token", "dist_token"}
@@ -168,10 +156,7 @@ class VisionTransformer(nn.Module):
             return x[:, 0] if pre_logits else self.head(x[:, 0])
         if pre_logits:
             return (x[:, 0] + x[:, 1]) / 2
-        logits, logits_dist = self.head(x[:, 0]), self.head_dist(x[:, 1])
-        if self.distilled_training and self.training:
-            return logits, logits_dist
-        return (logits + logits_dist) / 2  # DeiT: at test time, average the two heads
+        return distillation_output(self.head(x[:, 0]), self.head_dist(x[:, 1]), self.distilled_training and self.training)
 
     def forward(self, x: torch.Tensor):
         return self.forward_head(self.forward_features(x))
@@ -206,7 +191,9 @@ def resize_pos_embed(pos_embed: torch.Tensor, new_grid: int, num_prefix_tokens: 
     return torch.cat([prefix, grid.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, -1)], dim=1)
 
 
-def _timm_equivalent(model: VisionTransformer) -> tuple[str, dict]:
+def _build_timm(model: VisionTransformer) -> nn.Module:
+    import timm
+
     c = model.config
     if c["embed_layer"] != "linear":
         raise ValueError("timm has no hMLP stem: a ViT with embed_layer='hmlp' has no timm counterpart.")
@@ -216,14 +203,12 @@ def _timm_equivalent(model: VisionTransformer) -> tuple[str, dict]:
                   num_classes=c["num_classes"], embed_dim=c["embed_dim"], depth=c["depth"], num_heads=c["num_heads"],
                   mlp_ratio=c["mlp_ratio"], qkv_bias=c["qkv_bias"], init_values=c["init_values"],
                   no_embed_class=c["no_embed_class"], global_pool=c["global_pool"])
-    if c["num_parallel"] > 1:
-        if c["num_parallel"] != 2:
-            raise ValueError("timm's parallel ViT has two branches per block; this model has "
-                             f"{c['num_parallel']}.")
-    return name, kwargs
+    if c["num_parallel"] > 2:
+        raise ValueError(f"timm's parallel ViT has two branches per block; this model has {c['num_parallel']}.")
+    return timm.create_model(name, pretrained=False, **kwargs)
 
 
-register_family(Family(VisionTransformer, _timm_equivalent))
+register_family(Family(VisionTransformer, _build_timm))
 
 
 def _vit(defaults: dict, overrides: dict) -> VisionTransformer:
