@@ -29,7 +29,7 @@ class Config:
 
 CONFIGS = {
     "smoke": Config("vit_pico_patch4_32", train_images=400, test_images=200, epochs=1),
-    "cpu": Config("vit_pico_patch4_32", train_images=5_000, test_images=1_000, epochs=10),
+    "cpu": Config("vit_pico_patch4_32", train_images=15_000, test_images=1_000, epochs=6),
     "gpu": Config("vit_nano_patch4_32", train_images=20_000, test_images=2_000, epochs=20),
 }
 
