@@ -9,8 +9,9 @@ def reference_patchify(images, P):
     return x.reshape(B, -1, C * P * P)
 
 
-def test_patchify_passes_and_hints(capsys):
-    assert check.patchify(reference_patchify)
+def test_patchify_passes_and_hints():
+    passed = check.patchify(reference_patchify)
+    assert passed and repr(passed).startswith("[PASS] patchify")
     channel_last = lambda im, P: im.reshape(im.shape[0], im.shape[1], im.shape[2] // P, P, im.shape[3] // P, P) \
         .permute(0, 2, 4, 3, 5, 1).reshape(im.shape[0], -1, im.shape[1] * P * P)  # noqa: E731
     result = check.patchify(channel_last)
@@ -19,7 +20,7 @@ def test_patchify_passes_and_hints(capsys):
     assert not check.patchify(columns_first)
     assert "shape" in check.patchify(lambda im, P: im.flatten(2)).message
     assert "raised" in check.patchify(lambda im, P: 1 / 0).message
-    assert "PASS" in capsys.readouterr().out
+    assert repr(check.patchify(columns_first)).startswith("[NOT YET] patchify")
 
 
 def test_attention_passes_and_hints():

@@ -1,7 +1,8 @@
 """Automatic checks for the exercises: a correct answer passes, a wrong one gets a hint.
 
-Each check prints its verdict and returns a :class:`CheckResult` that is truthy when the answer passes, so a grader
-can write ``assert vitedu.check.patchify(student_patchify)``.
+Each check returns a :class:`CheckResult`: a notebook shows its verdict when the check is a cell's last line
+(``print`` it elsewhere), and it is truthy when the answer passes, so a grader can write
+``assert vitedu.check.patchify(student_patchify)``.
 """
 
 from __future__ import annotations
@@ -27,17 +28,11 @@ class CheckResult:
         return f"[{mark}] {self.exercise}: {self.message}"
 
 
-def _verdict(exercise: str, passed: bool, message: str) -> CheckResult:
-    result = CheckResult(exercise, passed, message)
-    print(repr(result))
-    return result
-
-
 def _call(exercise: str, fn: Callable, *args):
     try:
         return fn(*args), None
     except Exception as error:  # the student's code may raise anything; report it as a hint
-        return None, _verdict(exercise, False, f"your function raised {type(error).__name__}: {error}")
+        return None, CheckResult(exercise, False, f"your function raised {type(error).__name__}: {error}")
 
 
 def patchify(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> CheckResult:
@@ -50,19 +45,19 @@ def patchify(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> CheckResult:
     if error is not None:
         return error
     if not isinstance(got, torch.Tensor):
-        return _verdict(name, False, f"return a torch.Tensor, not {type(got).__name__}.")
+        return CheckResult(name, False, f"return a torch.Tensor, not {type(got).__name__}.")
     if got.shape != expected.shape:
-        return _verdict(name, False, f"shape {tuple(got.shape)}, expected {tuple(expected.shape)} = (batch, "
+        return CheckResult(name, False, f"shape {tuple(got.shape)}, expected {tuple(expected.shape)} = (batch, "
                         "number of patches (H/P)*(W/P), values per patch C*P*P). Non-square images count too.")
     if torch.allclose(got, expected):
-        return _verdict(name, True, "your patches match the strided convolution's view of the image.")
+        return CheckResult(name, True, "your patches match the strided convolution's view of the image.")
     if torch.allclose(got.sort(dim=-1).values, expected.sort(dim=-1).values):
-        return _verdict(name, False, "each patch holds the right pixels in another order: flatten every patch "
+        return CheckResult(name, False, "each patch holds the right pixels in another order: flatten every patch "
                         "channel first, as (C, P, P), the order of a Conv2d kernel.")
     if torch.allclose(got.flatten(1).sort().values, expected.flatten(1).sort().values):
-        return _verdict(name, False, "the right pixels, but patches are cut or ordered differently: go row by row "
+        return CheckResult(name, False, "the right pixels, but patches are cut or ordered differently: go row by row "
                         "(top-left, then to the right), and reshape height before width.")
-    return _verdict(name, False, "the values differ from the image's pixels: check the reshape/permute sequence "
+    return CheckResult(name, False, "the values differ from the image's pixels: check the reshape/permute sequence "
                     "(B, C, H/P, P, W/P, P) -> (B, H/P, W/P, C, P, P).")
 
 
@@ -77,21 +72,21 @@ def attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[tor
     if error is not None:
         return error
     if not (isinstance(got, tuple) and len(got) == 2):
-        return _verdict(name, False, "return a pair (output, attention weights).")
+        return CheckResult(name, False, "return a pair (output, attention weights).")
     out, w = got
     if w.shape != weights.shape or out.shape != v.shape:
-        return _verdict(name, False, f"output {tuple(out.shape)} / weights {tuple(w.shape)}; expected "
+        return CheckResult(name, False, f"output {tuple(out.shape)} / weights {tuple(w.shape)}; expected "
                         f"{tuple(v.shape)} / {tuple(weights.shape)}.")
     if torch.allclose(w, weights) and torch.allclose(out, weights @ v):
-        return _verdict(name, True, "softmax(QK^T / sqrt(d)) V, as in the paper.")
+        return CheckResult(name, True, "softmax(QK^T / sqrt(d)) V, as in the paper.")
     if torch.allclose(w, scores.softmax(-1)):
-        return _verdict(name, False, "the weights are unscaled: divide the scores by sqrt(d) before the softmax.")
+        return CheckResult(name, False, "the weights are unscaled: divide the scores by sqrt(d) before the softmax.")
     if torch.allclose(w, (scores / 8 ** 0.5).softmax(-2)):
-        return _verdict(name, False, "the softmax runs over the queries: each query's weights over the keys must sum "
+        return CheckResult(name, False, "the softmax runs over the queries: each query's weights over the keys must sum "
                         "to 1 (softmax over the last dimension).")
     if torch.allclose(w, weights):
-        return _verdict(name, False, "the weights are right; the output must be weights @ v.")
-    return _verdict(name, False, "the weights differ from softmax(q @ k^T / sqrt(d)); check the transpose of k.")
+        return CheckResult(name, False, "the weights are right; the output must be weights @ v.")
+    return CheckResult(name, False, "the weights differ from softmax(q @ k^T / sqrt(d)); check the transpose of k.")
 
 
 def vit_parameter_count(answer: int, model_name: str = "vit_pico_patch4_28") -> CheckResult:
@@ -102,7 +97,7 @@ def vit_parameter_count(answer: int, model_name: str = "vit_pico_patch4_28") -> 
     model = create_model(model_name)
     total = sum(p.numel() for p in model.parameters())
     if answer == total:
-        return _verdict(name, True, f"{total:,} parameters.")
+        return CheckResult(name, True, f"{total:,} parameters.")
     parts = {
         "the class token": model.cls_token.numel(),
         "the position embedding": model.pos_embed.numel(),
@@ -112,10 +107,10 @@ def vit_parameter_count(answer: int, model_name: str = "vit_pico_patch4_28") -> 
     }
     for part, count in parts.items():
         if answer == total - count:
-            return _verdict(name, False, f"close: you left out {part}.")
+            return CheckResult(name, False, f"close: you left out {part}.")
     block = sum(p.numel() for p in model.blocks[0].parameters())
     if (total - answer) % block == 0 and answer < total:
-        return _verdict(name, False, f"you are {(total - answer) // block} block(s) short: count all {len(model.blocks)}.")
-    return _verdict(name, False, f"off by {answer - total:+,}. Count per block: qkv (3 D^2 + 3 D), projection "
+        return CheckResult(name, False, f"you are {(total - answer) // block} block(s) short: count all {len(model.blocks)}.")
+    return CheckResult(name, False, f"off by {answer - total:+,}. Count per block: qkv (3 D^2 + 3 D), projection "
                     "(D^2 + D), two LayerNorms (4 D), MLP (2 D H + H + D with H = mlp_ratio * D); then patch "
                     "embedding, class token, position embedding, final norm and head.")
