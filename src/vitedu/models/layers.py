@@ -135,7 +135,10 @@ def init_transformer_weights(model: nn.Module, *tokens: torch.Tensor | None) -> 
             nn.init.zeros_(m.bias)
 
 
-def distillation_output(logits: torch.Tensor, logits_dist: torch.Tensor, separate: bool):
-    """DeiT's two heads: while training with distillation (``separate``) each feeds its own loss (class head: the
-    label; distillation head: the teacher); otherwise, as at test time, their logits are averaged."""
+def classify(head: nn.Module, head_dist: nn.Module | None, x: torch.Tensor, x_dist: torch.Tensor, separate: bool):
+    """One head, or DeiT's two: while training with distillation (``separate``) each feeds its own loss (class head:
+    the label; distillation head: the teacher); otherwise, as at test time, their logits are averaged."""
+    if head_dist is None:
+        return head(x)
+    logits, logits_dist = head(x), head_dist(x_dist)
     return (logits, logits_dist) if separate else (logits + logits_dist) / 2

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ._registry import register_model
 from .convert import Family, register_family
-from .layers import DropPath, check_images, distillation_output
+from .layers import DropPath, check_images, classify
 
 
 class ConvBN(nn.Module):
@@ -326,9 +326,7 @@ class LeViT(nn.Module):
         x = x.mean(dim=1)  # average pooling: LeViT has no class token
         if pre_logits:
             return x
-        if self.head_dist is None:
-            return self.head(x)
-        return distillation_output(self.head(x), self.head_dist(x), self.distilled_training and self.training)
+        return classify(self.head, self.head_dist, x, x, self.distilled_training and self.training)
 
     def forward(self, x: torch.Tensor):
         return self.forward_head(self.forward_features(x))

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ._registry import register_model
 from .convert import Family, StateDict, register_family
-from .layers import DropPath, LayerScale, Mlp, PatchEmbed, check_images, distillation_output, init_transformer_weights
+from .layers import DropPath, LayerScale, Mlp, PatchEmbed, check_images, classify, init_transformer_weights
 
 
 class Affine(nn.Module):
@@ -108,9 +108,7 @@ class ResMLP(nn.Module):
         x = x.mean(dim=1)  # average pooling over the patches
         if pre_logits:
             return x
-        if self.head_dist is None:
-            return self.head(x)
-        return distillation_output(self.head(x), self.head_dist(x), self.distilled_training and self.training)
+        return classify(self.head, self.head_dist, x, x, self.distilled_training and self.training)
 
     def forward(self, x: torch.Tensor):
         return self.forward_head(self.forward_features(x))

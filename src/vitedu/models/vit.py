@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ._registry import register_model
 from .convert import Family, register_family
-from .layers import (Attention, DropPath, LayerScale, Mlp, PatchEmbed, distillation_output, hmlp_stem,
+from .layers import (Attention, DropPath, LayerScale, Mlp, PatchEmbed, classify, hmlp_stem,
                      init_transformer_weights)
 
 
@@ -152,11 +152,10 @@ class VisionTransformer(nn.Module):
         if self.global_pool == "avg":
             x = self.fc_norm(x[:, self.num_prefix_tokens:].mean(dim=1))
             return x if pre_logits else self.head(x)
-        if self.head_dist is None:
-            return x[:, 0] if pre_logits else self.head(x[:, 0])
         if pre_logits:
-            return (x[:, 0] + x[:, 1]) / 2
-        return distillation_output(self.head(x[:, 0]), self.head_dist(x[:, 1]), self.distilled_training and self.training)
+            return x[:, 0] if self.head_dist is None else (x[:, 0] + x[:, 1]) / 2
+        return classify(self.head, self.head_dist, x[:, 0], x[:, self.num_prefix_tokens - 1],
+                        self.distilled_training and self.training)
 
     def forward(self, x: torch.Tensor):
         return self.forward_head(self.forward_features(x))
