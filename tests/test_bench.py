@@ -1,10 +1,12 @@
 import json
+import math
 
 import pytest
 import torch
 
 import vitedu
-import vitedu.models.resnet  # noqa: F401  (registers the ResNet family)
+import vitedu.cli
+import vitedu.models.resnet  # (registers the ResNet family)
 from vitedu import bench
 from vitedu.models import convert
 
@@ -81,7 +83,7 @@ def test_input_spec_from_config_or_name():
 
 def test_main_prints_the_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    assert bench.main(["--quick", "--models", "resnet_pico_28", "no_such_model", "--threads", "1",
+    assert bench.main(["models", "--quick", "--models", "resnet_pico_28", "no_such_model", "--threads", "1",
                        "--json", str(path), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "skipped (not registered): no_such_model" in out
@@ -90,3 +92,83 @@ def test_main_prints_the_table_and_writes_json(tmp_path, capsys):
     assert saved["meta"]["peak_gflop_s"] > 0
     assert [r["task"] for r in saved["results"]] == list(bench.TASKS)
     assert saved["results"][0]["in_chans"] == 1 and saved["results"][0]["img_size"] == 28
+
+
+TRAIN_KEYS = {"model", "img_size", "in_chans", "batch", "steps", "repeats", "warmup", "threads", "params",
+              "gflops_per_img", "engine_img_s", "engine_img_s_median", "engine_times_s", "bare_img_s",
+              "bare_img_s_median", "bare_times_s", "ratio", "ratio_paired", "overhead_pct", "engine_gflop_s",
+              "engine_peak_frac", "peak_gflop_s", "weights_equal", "max_abs_diff", "max_abs_update"}
+
+
+def test_quick_training_benchmark_runs_the_same_computation_in_both_loops():
+    rows = bench.benchmark_training(["vit_pico_patch4_32"], quick=True, threads=1, progress=False)
+    assert len(rows) == 1
+    r = rows[0]
+    assert set(r) == TRAIN_KEYS
+    assert (r["model"], r["batch"], r["steps"], r["repeats"], r["threads"]) == ("vit_pico_patch4_32", 8, 2, 1, 1)
+    assert len(r["engine_times_s"]) == len(r["bare_times_s"]) == 1
+    # fit and the bare loop end with the same weights, bit for bit, and training did move them
+    assert r["weights_equal"] and r["max_abs_diff"] == 0.0
+    assert r["max_abs_update"] > 1e-4
+    assert r["ratio"] > 0 and math.isfinite(r["ratio"])
+    assert r["ratio"] == pytest.approx(r["engine_img_s"] / r["bare_img_s"])
+    assert r["overhead_pct"] == pytest.approx(100 * (1 - r["ratio"]))
+    assert r["engine_img_s"] == pytest.approx(16 / r["engine_times_s"][0])  # 2 steps of 8 images
+    assert r["ratio_paired"] == pytest.approx(r["ratio"])  # one repetition: the pair is the best
+    assert r["gflops_per_img"] == pytest.approx(bench.count_flops(vitedu.create_model("vit_pico_patch4_32"),
+                                                                  torch.randn(1, 3, 32, 32), training=True) / 1e9)
+    assert r["engine_peak_frac"] == pytest.approx(r["engine_gflop_s"] / r["peak_gflop_s"])
+    assert "vit_pico_patch4_32" in bench.format_train_table(rows) and "equal" in bench.format_train_table(rows)
+
+
+def test_a_bare_loop_with_other_maths_is_caught(monkeypatch):
+    real = bench.bare_fit
+
+    def no_weight_decay_anywhere(model, loader, lr, min_lr, weight_decay, seed=0):
+        real(model, loader, lr, min_lr, 0.0, seed)
+
+    monkeypatch.setattr(bench, "bare_fit", no_weight_decay_anywhere)
+    rows = bench.benchmark_training(["vit_pico_patch4_32"], quick=True, threads=1, progress=False)
+    assert not rows[0]["weights_equal"] and rows[0]["max_abs_diff"] > 0
+    assert "differ by" in bench.format_train_table(rows)
+
+
+def test_interleaved_times_prepares_each_run_untimed_and_alternates_the_order():
+    calls = []
+    steps = {"a": lambda arg: calls.append(("a", arg)), "b": lambda arg: calls.append(("b", arg))}
+    prepare = {"a": lambda: "fresh a", "b": lambda: "fresh b"}
+    times = bench._interleaved_times(steps, warmup=1, repeats=2, prepare=prepare)
+    assert [key for key, _ in calls] == ["a", "b", "b", "a", "a", "b"]
+    assert all(arg == f"fresh {key}" for key, arg in calls)
+    assert len(times["a"]) == len(times["b"]) == 2
+
+
+def test_training_models_default_and_quick_selection():
+    chosen, _ = bench.select_training_models()
+    assert chosen == bench.TRAIN_MODELS and "deit_tiny_patch16_224" in chosen
+    chosen, _ = bench.select_training_models(quick=True)
+    assert chosen and all(bench.is_preset(name) for name in chosen)
+    assert bench.select_training_models(["resnet_pico_32", "nope"]) == (["resnet_pico_32"], ["nope"])
+
+
+def test_main_train_prints_the_table_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "train.json"
+    assert bench.main(["train", "--quick", "--models", "resnet_pico_28,no_such_model", "--steps", "2", "--threads",
+                       "1", "--json", str(path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped (not registered): no_such_model" in out
+    assert "resnet_pico_28" in out and "overhead" in out and "equal" in out
+    saved = json.loads(path.read_text())
+    assert saved["meta"]["benchmark"] == "train" and saved["meta"]["peak_gflop_s"] > 0
+    assert [r["model"] for r in saved["results"]] == ["resnet_pico_28"]
+    assert saved["results"][0]["weights_equal"] is True  # also with BatchNorm buffers and no no_weight_decay()
+
+
+def test_cli_dispatches_both_benchmarks(monkeypatch):
+    seen = []
+    monkeypatch.setattr(bench, "main", lambda argv: seen.append(argv) or 0)
+    assert vitedu.cli.main(["bench", "train", "--quick", "--steps", "3"]) == 0
+    assert vitedu.cli.main(["bench", "models", "--quick"]) == 0
+    assert seen == [["train", "--quick", "--steps", "3"], ["models", "--quick"]]
+    with pytest.raises(SystemExit):
+        vitedu.cli.main(["bench", "nothing"])

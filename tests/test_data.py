@@ -6,8 +6,18 @@ import pytest
 import torch
 from PIL import Image
 
-from vitedu.data import (FASHION_CLASSES, FashionMNIST, balanced_subset, download_fashion_mnist, fashion_tensors,
-                         image_folder, list_photos, load_fashion_mnist, load_photo, make_scenes)
+from vitedu.data import (
+    FASHION_CLASSES,
+    FashionMNIST,
+    balanced_subset,
+    download_fashion_mnist,
+    fashion_tensors,
+    image_folder,
+    list_photos,
+    load_fashion_mnist,
+    load_photo,
+    make_scenes,
+)
 from vitedu.data.fashion import default_root, read_idx
 from vitedu.data.loader import TensorLoader
 

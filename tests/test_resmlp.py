@@ -1,7 +1,8 @@
 import pytest
 import timm
 import torch
-from timm.models.mlp_mixer import Affine as TimmAffine, MlpMixer, ResBlock, checkpoint_filter_fn
+from timm.models.mlp_mixer import Affine as TimmAffine
+from timm.models.mlp_mixer import MlpMixer, ResBlock, checkpoint_filter_fn
 
 import vitedu.models.resmlp as resmlp
 from vitedu.models._registry import create_model

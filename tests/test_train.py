@@ -6,7 +6,7 @@ import torch
 
 import vitedu
 from vitedu.data.loader import TensorLoader
-from vitedu.train import evaluate, fit, param_groups, warmup_cosine
+from vitedu.train import evaluate, fit, learning_rate, param_groups
 
 
 def two_blobs(n=256, seed=0):
@@ -18,10 +18,12 @@ def two_blobs(n=256, seed=0):
 
 
 def test_schedule_warms_up_then_decays():
-    factors = [warmup_cosine(s, total_steps=100, warmup_steps=10) for s in range(100)]
-    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
-    assert factors[-1] == pytest.approx(0.01, abs=0.01)
+    rates = [learning_rate(s, total_steps=100, warmup_steps=10, lr=1.0, min_lr=0.01, warmup_lr=0.0) for s in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:]))
+    assert rates[-1] == pytest.approx(0.01, abs=0.01)
+    assert learning_rate(0, 100, 10, lr=1.0, warmup_lr=0.5) == pytest.approx(0.55)
+    assert learning_rate(0, 100, 0, lr=1.0) == pytest.approx(1.0)  # no warm-up: start at the peak
 
 
 def test_no_weight_decay_on_biases_norms_and_tokens():
@@ -49,9 +51,10 @@ def test_fit_learns_and_logs(tmp_path):
 
 def test_fit_rejects_empty_data_and_diverging_loss():
     model = vitedu.create_model("vit_pico_patch4_28", depth=1)
-    empty = TensorLoader(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long), 8)
+    with pytest.raises(ValueError, match="empty"):
+        TensorLoader(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long), 8)
     with pytest.raises(ValueError, match="no batches"):
-        fit(model, empty, epochs=1, lr=1e-3)
+        fit(model, [], epochs=1, lr=1e-3)
     x, y = two_blobs(32)
     with pytest.raises(FloatingPointError, match="learning rate"):
         fit(model, TensorLoader(x * float("nan"), y, 8), epochs=1, lr=1e-3)

@@ -1,17 +1,26 @@
-"""``vitedu bench models``: how fast are the from-scratch models next to timm's, on this machine's CPU?
+"""``vitedu bench models`` and ``vitedu bench train``: how fast is vitedu on this machine's CPU?
 
-For each model and its timm twin (same architecture, same weights, from ``vitedu.models.convert.to_timm``) it times
-inference (eval, no_grad) and a training step (forward + backward), alternating vitedu and timm repetitions in one
-loop after a warm-up, so that a change in the machine's load (other jobs, thermal throttling) hits both alike. It
-also counts each model's FLOPs and measures the fp32 matmul peak, to say what fraction of the machine a model uses.
+- ``models``: each from-scratch model next to its timm twin (same architecture, same weights, from
+  ``vitedu.models.convert.to_timm``), for inference (eval, no_grad) and a training step (forward + backward).
+- ``train``: the training engine (``vitedu.train.fit``) next to a bare hand-written PyTorch loop doing the same maths
+  on the same model, initial weights and batches: the engine's overhead (target: at most 5%), and the fraction of the
+  machine's fp32 matmul peak that training reaches. Both end with the same weights, which shows that the bare loop
+  is the same computation.
+
+Both alternate the two implementations' repetitions in one loop after a warm-up, so that a change in the machine's
+load (other jobs, thermal throttling) hits both alike. Both count FLOPs and measure the fp32 matmul peak, to say what
+fraction of the machine a model uses.
 
 On a machine shared with other jobs the absolute numbers move from run to run (by several times when the other
-jobs take the cores); the ratio of two interleaved implementations moves much less.
+jobs take the cores); the ratio of two interleaved implementations moves much less. There, ``--threads 1`` helps:
+torch's threads wait for each other at every operation, so a core taken by another job slows a two-thread step by
+several times, and the time of a single run jumps around.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import re
@@ -19,17 +28,23 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from .train.config import TrainConfig
 
 # The real-size models of the book, each with its timm twin except patchconvnet_s60 (timm has no PatchConvNet).
 REAL_MODELS = ["deit_small_patch16_224", "deit3_small_patch16_224", "vit_small_patch16_18x2_224", "resnet50",
                "levit_128s", "resmlp_12_224", "patchconvnet_s60"]
 TASKS = ("inference", "training")
+# vitedu bench train: two chapter presets and one real-size model (quick: the presets only).
+TRAIN_MODELS = ["vit_pico_patch4_32", "resnet_pico_32", "deit_tiny_patch16_224"]
 
 
 def is_preset(name: str) -> bool:
@@ -129,14 +144,20 @@ def timm_twin(model: nn.Module) -> tuple[nn.Module | None, str | None, str]:
     return twin, type(twin).__name__, ""
 
 
-def _interleaved_times(steps: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Alternate the implementations within each repetition, and which goes first, so drift hits both."""
+def _interleaved_times(steps: dict[str, Callable[..., None]], warmup: int, repeats: int,
+                       prepare: dict[str, Callable[[], object]] | None = None) -> dict[str, list[float]]:
+    """Alternate the implementations within each repetition, and which goes first, so drift hits both.
+
+    With ``prepare`` each repetition runs ``steps[key](prepare[key]())`` and times only the step (the preparation,
+    e.g. a fresh copy of a model, is left out). Returns every timed repetition's seconds, per implementation.
+    """
     times = {key: [] for key in steps}
     order = list(steps)
     for rep in range(warmup + repeats):
         for key in (order if rep % 2 == 0 else order[::-1]):
+            args = (prepare[key](),) if prepare is not None else ()
             start = time.perf_counter()
-            steps[key]()
+            steps[key](*args)
             elapsed = time.perf_counter() - start
             if rep >= warmup:
                 times[key].append(elapsed)
@@ -196,9 +217,9 @@ def benchmark_models(models: list[str] | None = None, quick: bool = False, batch
                 times = _interleaved_times({key: make(m, x) for key, m in impls.items()}, warmup, repeats)
                 # The best repetition: on a shared machine, interference only ever adds time.
                 ips = {key: batch / min(t) for key, t in times.items()}
-                row = dict(model=name, timm_model=timm_name, task=task, img_size=img_size, in_chans=in_chans,
-                           batch=batch, repeats=repeats, warmup=warmup, threads=torch.get_num_threads(),
-                           params=params, max_abs_diff=diff, note=note)
+                row = {"model": name, "timm_model": timm_name, "task": task, "img_size": img_size,
+                       "in_chans": in_chans, "batch": batch, "repeats": repeats, "warmup": warmup,
+                       "threads": torch.get_num_threads(), "params": params, "max_abs_diff": diff, "note": note}
                 for key in ("vitedu", "timm"):
                     row[f"{key}_img_s"] = ips.get(key)
                     row[f"{key}_img_s_median"] = batch / statistics.median(times[key]) if key in times else None
@@ -221,53 +242,271 @@ def benchmark_models(models: list[str] | None = None, quick: bool = False, batch
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    """The results as a plain-text table."""
-    def num(value, fmt):
-        return "-" if value is None else format(value, fmt)
-
-    header = ["model", "task", "px", "batch", "GFLOP/img", "vitedu img/s", "timm img/s", "ratio",
-              "vitedu GFLOP/s (peak)", "timm GFLOP/s (peak)", "max|diff|"]
-    lines = [header]
-    for r in rows:
-        def achieved(key):
-            if r[f"{key}_gflop_s"] is None:
-                return "-"
-            return f"{r[f'{key}_gflop_s']:.1f} ({100 * r[f'{key}_peak_frac']:.0f}%)"
-
-        lines.append([r["model"], r["task"], str(r["img_size"]), str(r["batch"]),
-                      num(r["vitedu_gflops_per_img"], ".3f"),
-                      num(r["vitedu_img_s"], ".1f"), num(r["timm_img_s"], ".1f"), num(r["ratio"], ".2f"),
-                      achieved("vitedu"), achieved("timm"), num(r["max_abs_diff"], ".1e")])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+def _render(lines: list[list[str]], left: int) -> str:
+    """Rows of cells as aligned columns, the first ``left`` left-aligned, a rule under the header."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     out = []
     for k, line in enumerate(lines):
-        cells = [cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))]
+        cells = [cell.ljust(w) if i < left else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))]
         out.append("  ".join(cells))
         if k == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
 
 
+def _num(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _achieved(row: dict, key: str) -> str:
+    """'GFLOP/s (fraction of the peak)' of implementation ``key``."""
+    if row[f"{key}_gflop_s"] is None:
+        return "-"
+    return f"{row[f'{key}_gflop_s']:.1f} ({100 * row[f'{key}_peak_frac']:.0f}%)"
+
+
+def format_table(rows: list[dict]) -> str:
+    """The results of ``benchmark_models`` as a plain-text table."""
+    header = ["model", "task", "px", "batch", "GFLOP/img", "vitedu img/s", "timm img/s", "ratio",
+              "vitedu GFLOP/s (peak)", "timm GFLOP/s (peak)", "max|diff|"]
+    lines = [header]
+    for r in rows:
+        lines.append([r["model"], r["task"], str(r["img_size"]), str(r["batch"]),
+                      _num(r["vitedu_gflops_per_img"], ".3f"),
+                      _num(r["vitedu_img_s"], ".1f"), _num(r["timm_img_s"], ".1f"), _num(r["ratio"], ".2f"),
+                      _achieved(r, "vitedu"), _achieved(r, "timm"), _num(r["max_abs_diff"], ".1e")])
+    return _render(lines, left=2)
+
+
+# --- vitedu bench train ---------------------------------------------------------------------------------------------
+
+def plain_config(batch: int) -> TrainConfig:
+    """The engine's per-step work only: one epoch of AdamW and cross-entropy with the cosine schedule and no warm-up,
+    Mixup/CutMix, label smoothing, clipping, EMA, distillation or autocast."""
+    from .train.config import TrainConfig
+
+    return TrainConfig(epochs=1, batch_size=batch, warmup_epochs=0, optimizer="adamw", loss="ce", label_smoothing=0.0,
+                       mixup_alpha=0.0, cutmix_alpha=0.0, grad_clip=None, ema_decay=None, distillation="none",
+                       amp="off")
+
+
+def bare_fit(model: nn.Module, loader: Iterable, lr: float, min_lr: float, weight_decay: float, seed: int = 0) -> None:
+    """One epoch of the plainest hand-written training loop with ``plain_config``'s maths: the yardstick of the
+    engine's overhead. AdamW without weight decay on biases, norms and ``model.no_weight_decay()`` (as the engine and
+    DeiT), cross-entropy, the engine's cosine schedule (``learning_rate``) through ``LambdaLR``. Trains ``model`` in
+    place and returns nothing."""
+    from .train.engine import learning_rate
+
+    torch.manual_seed(seed)  # as fit: the same draws for any randomness in the model
+    skip = getattr(model, "no_weight_decay", set)()
+    named = list(model.named_parameters())
+    decay = [p for name, p in named if p.ndim > 1 and name not in skip]
+    no_decay = [p for name, p in named if p.ndim <= 1 or name in skip]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    total = len(loader)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate(s, total, 0, lr, min_lr) / lr)
+    model.train()
+    for x, y in loader:
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        loss.item()  # as any loop that logs its loss: waits for the step to finish
+
+
+def _max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max(((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point()),
+               default=0.0)
+
+
+def _time_training(initial: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, warmup: int,
+                   repeats: int) -> tuple[dict[str, list[float]], dict[str, dict[str, torch.Tensor]]]:
+    """Interleaved runs of ``fit`` and ``bare_fit``, each from a fresh copy of ``initial`` and a fresh loader over
+    (``x``, ``y``). Returns (seconds of every timed run, final state dict of the last run), each keyed engine / bare."""
+    from .data.loader import TensorLoader
+    from .train.engine import fit
+
+    trained = {}
+
+    def fresh() -> tuple[nn.Module, TensorLoader]:
+        return copy.deepcopy(initial), TensorLoader(x, y, config.batch_size, shuffle=True, seed=config.seed)
+
+    def engine(run: tuple[nn.Module, TensorLoader]) -> None:
+        model, loader = run
+        fit(model, loader, None, config, progress=False)
+        trained["engine"] = model
+
+    def bare(run: tuple[nn.Module, TensorLoader]) -> None:
+        model, loader = run
+        bare_fit(model, loader, config.lr, config.min_lr, config.weight_decay, config.seed)
+        trained["bare"] = model
+
+    times = _interleaved_times({"engine": engine, "bare": bare}, warmup, repeats,
+                               prepare={"engine": fresh, "bare": fresh})
+    return times, {key: model.state_dict() for key, model in trained.items()}
+
+
+def select_training_models(models: list[str] | None = None, quick: bool = False) -> tuple[list[str], list[str]]:
+    """(names to benchmark, names no family registers): by default ``TRAIN_MODELS``, ``quick`` the presets among
+    them."""
+    if models is None:
+        models = [name for name in TRAIN_MODELS if is_preset(name)] if quick else TRAIN_MODELS
+    return select_models(models)
+
+
+def benchmark_training(models: list[str] | None = None, quick: bool = False, batch: int | None = None,
+                       steps: int | None = None, repeats: int | None = None, warmup: int = 1,
+                       threads: int | None = None, peak_size: int | None = None, progress: bool = True) -> list[dict]:
+    """Time ``vitedu.train.fit`` against ``bare_fit`` on each model; one dict per model, see the module docstring.
+
+    A run is one epoch of ``steps`` batches of ``batch`` random images with random labels (a ``TensorLoader``,
+    shuffled), from a fresh copy of the same initial weights, with ``plain_config`` (the engine's progress bar off).
+    The time covers the whole call, so the engine's set-up counts as overhead. Defaults: batch 32 and 20 steps for a
+    preset, batch 8 and 3 steps for a real-size model (one 224-px step takes seconds on a CPU), 5 repetitions;
+    ``quick``: batch 8, 2 steps, 1 repetition, the presets (seconds, for tests).
+
+    Each dict holds img/s of both loops (``engine_img_s`` / ``bare_img_s`` from the best repetition, ``*_median``
+    from the median, ``*_times_s`` every repetition), ``ratio`` = engine / bare img/s (best repetitions),
+    ``ratio_paired`` = the median over repetitions of bare time / engine time (each pair ran back to back),
+    ``overhead_pct`` = 100 * (1 - ratio), the training FLOPs per image (forward + backward; the optimizer's few FLOPs
+    per parameter are left out), the engine's GFLOP/s and its fraction of the machine's matmul peak, and the final
+    weights of the two loops: ``weights_equal`` (bit for bit), ``max_abs_diff``, and ``max_abs_update`` (how far
+    training moved the weights, so that equal weights mean something).
+    """
+    from tqdm.auto import tqdm
+
+    from .models import create_model
+
+    repeats = repeats or (1 if quick else 5)
+    names, skipped = select_training_models(models, quick)
+    if skipped:
+        warnings.warn(f"not registered (skipped): {', '.join(skipped)}")
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    rows = []
+    peak_size = peak_size or (1024 if quick else 2048)
+    try:
+        peaks = [measure_peak_gflops(peak_size)]
+        bar = tqdm(total=len(names), desc="bench train", disable=not progress)
+        for name in names:
+            bar.set_postfix_str(name)
+            torch.manual_seed(0)
+            initial = create_model(name)
+            in_chans, img_size = input_spec(initial, name)
+            real = not is_preset(name)
+            batch_ = batch or (8 if quick or real else 32)
+            steps_ = steps or (2 if quick else 3 if real else 20)
+            n = batch_ * steps_
+            x = torch.randn(n, in_chans, img_size, img_size)
+            y = torch.randint(getattr(initial, "num_classes", 10), (n,))
+            config = plain_config(batch_)
+            # FLOPs grow linearly with the batch: count 2 images (BatchNorm needs 2 to train) and divide.
+            flops = count_flops(copy.deepcopy(initial), x[:2], training=True) / 2
+            times, ends = _time_training(initial, x, y, config, warmup, repeats)
+            # The best repetition: on a shared machine, interference only ever adds time.
+            ips = {key: n / min(t) for key, t in times.items()}
+            row = {"model": name, "img_size": img_size, "in_chans": in_chans, "batch": batch_, "steps": steps_,
+                   "repeats": repeats, "warmup": warmup, "threads": torch.get_num_threads(),
+                   "params": sum(p.numel() for p in initial.parameters()), "gflops_per_img": flops / 1e9}
+            for key in ("engine", "bare"):
+                row[f"{key}_img_s"] = ips[key]
+                row[f"{key}_img_s_median"] = n / statistics.median(times[key])
+                row[f"{key}_times_s"] = times[key]
+            row["ratio"] = ips["engine"] / ips["bare"]
+            row["ratio_paired"] = statistics.median(b / e for e, b in zip(times["engine"], times["bare"]))
+            row["overhead_pct"] = 100 * (1 - row["ratio"])
+            row["engine_gflop_s"] = flops * ips["engine"] / 1e9
+            row["weights_equal"] = all(torch.equal(ends["engine"][k], ends["bare"][k]) for k in ends["engine"])
+            row["max_abs_diff"] = _max_abs_diff(ends["engine"], ends["bare"])
+            row["max_abs_update"] = _max_abs_diff(ends["engine"], initial.state_dict())
+            rows.append(row)
+            peaks.append(measure_peak_gflops(peak_size))
+            bar.update()
+            del initial, ends, x, y
+        bar.close()
+    finally:
+        torch.set_num_threads(previous_threads)
+    peak = max(peaks)
+    for row in rows:
+        row["peak_gflop_s"] = peak
+        row["engine_peak_frac"] = row["engine_gflop_s"] / peak
+    return rows
+
+
+def format_train_table(rows: list[dict]) -> str:
+    """The results of ``benchmark_training`` as a plain-text table."""
+    header = ["model", "px", "batch", "steps", "GFLOP/img", "engine img/s best/med", "bare img/s best/med", "ratio",
+              "overhead", "paired ratio", "engine GFLOP/s (peak)", "final weights"]
+    lines = [header]
+    for r in rows:
+        weights = "equal" if r["weights_equal"] else f"differ by {r['max_abs_diff']:.1e}"
+        lines.append([r["model"], str(r["img_size"]), str(r["batch"]), str(r["steps"]), f"{r['gflops_per_img']:.3f}",
+                      f"{r['engine_img_s']:.1f} / {r['engine_img_s_median']:.1f}",
+                      f"{r['bare_img_s']:.1f} / {r['bare_img_s_median']:.1f}", f"{r['ratio']:.3f}",
+                      f"{r['overhead_pct']:+.1f}%", f"{r['ratio_paired']:.3f}",
+                      _achieved(r, "engine"), weights])
+    return _render(lines, left=1)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vitedu bench models", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="batch 8, 1 repetition, presets only (seconds)")
-    parser.add_argument("--models", nargs="+", default=None, metavar="NAME",
+    parser = argparse.ArgumentParser(prog="vitedu bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True, metavar="{models,train}")
+    models = sub.add_parser("models", help="vitedu vs timm throughput, interleaved",
+                            description="Each model next to its timm twin (same weights): inference and training "
+                                        "img/s, interleaved.")
+    models.add_argument("--quick", action="store_true", help="batch 8, 1 repetition, presets only (seconds)")
+    models.add_argument("--models", nargs="+", default=None, metavar="NAME",
                         help="model names (default: the real-size models and every preset)")
-    parser.add_argument("--batch", type=int, default=None, help="images per step (default 32, quick: 8)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repetitions per implementation (default 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results here")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    models.add_argument("--batch", type=int, default=None, help="images per step (default 32, quick: 8)")
+    models.add_argument("--repeats", type=int, default=None, help="timed repetitions per implementation (default 5)")
+    train = sub.add_parser("train", help="the training engine vs a bare PyTorch loop, interleaved",
+                           description="vitedu.train.fit next to a bare hand-written loop with the same maths, "
+                                       "model, weights and batches: the engine's overhead and the achieved fraction "
+                                       "of the fp32 matmul peak.")
+    train.add_argument("--quick", action="store_true", help="batch 8, 2 steps, 1 repetition, presets only (seconds)")
+    train.add_argument("--models", nargs="+", default=None, metavar="NAME",
+                       help=f"model names (default: {', '.join(TRAIN_MODELS)})")
+    train.add_argument("--batch", type=int, default=None,
+                       help="images per step (default 32 for a preset, 8 for a real-size model; quick: 8)")
+    train.add_argument("--steps", type=int, default=None,
+                       help="steps per run, one epoch (default 20 for a preset, 3 for a real-size model; quick: 2)")
+    train.add_argument("--repeats", type=int, default=None, help="timed runs per loop (default 5, quick: 1)")
+    for sub_parser in (models, train):
+        sub_parser.add_argument("--warmup", type=int, default=1, help="untimed repetitions first (default 1)")
+        sub_parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+        sub_parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results here")
+        sub_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
+def _print_machine(threads: int, peak: float) -> None:
+    import timm
+
+    print(f"CPU: {platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}, "
+          f"timm {timm.__version__}; fp32 matmul peak {peak:.1f} GFLOP/s")
+
+
+def _write_json(path: Path, rows: list[dict], what: str) -> None:
+    import timm
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"benchmark": what, "torch": torch.__version__, "timm": timm.__version__, "machine": platform.machine(),
+            "processor": platform.processor(), "python": platform.python_version(),
+            "peak_gflop_s": rows[0]["peak_gflop_s"], "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    path.write_text(json.dumps({"meta": meta, "results": rows}, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``vitedu bench models ...`` / ``vitedu bench train ...`` (``argv`` starts with the benchmark's name)."""
     args = _parser().parse_args(argv)
     if args.models is not None:
         args.models = [m for item in args.models for m in item.split(",") if m]
-    names, skipped = select_models(args.models, args.quick)
+    select = select_models if args.what == "models" else select_training_models
+    names, skipped = select(args.models, args.quick)
     if skipped:
         print(f"skipped (not registered): {', '.join(skipped)}")
     if not names:
@@ -275,26 +514,30 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the skipped names were printed above
-        rows = benchmark_models(names, quick=args.quick, batch=args.batch, repeats=args.repeats,
-                                warmup=args.warmup, threads=args.threads, progress=not args.no_progress)
-    import timm
-
-    peak = rows[0]["peak_gflop_s"]
-    print(f"CPU: {platform.processor() or platform.machine()}, {rows[0]['threads']} threads, "
-          f"torch {torch.__version__}, timm {timm.__version__}; fp32 matmul peak {peak:.1f} GFLOP/s")
-    print("img/s from the best of the interleaved repetitions; ratio = vitedu img/s / timm img/s (> 1: vitedu "
-          "faster); peak = best matmul rate seen during the run")
-    print(format_table(rows))
-    for r in rows:
-        if r["note"] and r["task"] == TASKS[0]:
-            print(f"{r['model']}: {r['note']}")
+        if args.what == "models":
+            rows = benchmark_models(names, quick=args.quick, batch=args.batch, repeats=args.repeats,
+                                    warmup=args.warmup, threads=args.threads, progress=not args.no_progress)
+        else:
+            rows = benchmark_training(names, quick=args.quick, batch=args.batch, steps=args.steps,
+                                      repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+                                      progress=not args.no_progress)
+    _print_machine(rows[0]["threads"], rows[0]["peak_gflop_s"])
+    if args.what == "models":
+        print("img/s from the best of the interleaved repetitions; ratio = vitedu img/s / timm img/s (> 1: vitedu "
+              "faster); peak = best matmul rate seen during the run")
+        print(format_table(rows))
+        for r in rows:
+            if r["note"] and r["task"] == TASKS[0]:
+                print(f"{r['model']}: {r['note']}")
+    else:
+        print("each run: one epoch of `steps` batches of random images; engine = vitedu.train.fit (AdamW, CE, cosine, "
+              "no warm-up), bare = the same maths in a hand-written loop\n"
+              "img/s: best / median of the interleaved runs; ratio = engine / bare img/s (best); overhead = 1 - ratio "
+              "(target <= 5%)\npaired ratio = median of bare / engine seconds of back-to-back runs; peak = best matmul "
+              "rate seen during the run")
+        print(format_train_table(rows))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = dict(torch=torch.__version__, timm=timm.__version__, machine=platform.machine(),
-                    processor=platform.processor(), python=platform.python_version(), peak_gflop_s=peak,
-                    time=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        args.json.write_text(json.dumps(dict(meta=meta, results=rows), indent=1) + "\n")
-        print(f"wrote {args.json}")
+        _write_json(args.json, rows, args.what)
     return 0
 
 

@@ -50,10 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--budget", choices=BUDGETS, default=None, help="default: $VITEDU_BUDGET, else gpu/cpu")
     rep.add_argument("--output", type=_path, default=None, help="write here instead of data/results/CHAPTER.json")
     rep.set_defaults(func=_reproduce)
-    bench = sub.add_parser("bench", help="benchmarks: `vitedu bench models --help`", add_help=False)
-    bench.add_argument("what", choices=["models"], help="models: vitedu vs timm throughput, interleaved")
+    bench = sub.add_parser("bench", help="benchmarks: `vitedu bench models --help`, `vitedu bench train --help`",
+                           add_help=False)
+    bench.add_argument("what", choices=["models", "train"],
+                       help="models: vitedu vs timm throughput; train: the training engine vs a bare loop")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=lambda args: __import__("vitedu.bench", fromlist=["main"]).main(args.rest))
+    bench.set_defaults(func=lambda args: __import__("vitedu.bench", fromlist=["main"]).main([args.what, *args.rest]))
+    from .train import run as train_run
+
+    trn = sub.add_parser("train", help="train a model with a paper's recipe on an ImageFolder tree (also under "
+                                       "torchrun)", description=train_run.DESCRIPTION)
+    train_run.add_arguments(trn).set_defaults(func=train_run.run)
     lst = sub.add_parser("list", help="list chapters with experiments, and models")
     lst.add_argument("pattern", nargs="?", default="*")
     lst.set_defaults(func=_list)

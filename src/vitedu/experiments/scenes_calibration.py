@@ -51,7 +51,7 @@ def run_level(cfg: Config, level: str, device="cpu") -> dict:
     model = create_model(cfg.model, img_size=cfg.image_size)
     history = fit(model, TensorLoader(train.float_images(), train.labels, cfg.batch_size, shuffle=True, seed=cfg.seed),
                   TensorLoader(test.float_images(), test.labels, 500), epochs=cfg.epochs, lr=cfg.lr,
-                  device=device, desc=f"clutter {level}")
+                  min_lr=cfg.lr / 100, warmup_lr=0.0, grad_clip=1.0, device=device, desc=f"clutter {level}")
     return {"level": level, "clutter": LEVELS[level], "knn_pixel_accuracy": knn_pixel_accuracy(train, test),
             "vit_accuracy_per_epoch": history["val_acc"], "vit_accuracy": history.last["val_acc"]}
 

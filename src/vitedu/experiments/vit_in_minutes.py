@@ -11,7 +11,7 @@ from ..budget import Budget
 from ..data import fashion_tensors
 from ..data.loader import TensorLoader
 from ..models import create_model
-from ..train import History, fit
+from ..train import History, TrainConfig, fit
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class Config:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
+    min_lr: float = 2e-5  # the cosine ends at 1% of the peak
+    grad_clip: float = 1.0
     seed: int = 0
 
 
@@ -38,6 +40,13 @@ def config(budget: Budget) -> Config:
     return budget.select(CONFIGS)
 
 
+def train_config(cfg: Config) -> TrainConfig:
+    """The engine's settings: AdamW, warm-up from 0 then cosine, clipping at 1, plain cross-entropy."""
+    return TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.min_lr, warmup_lr=0.0,
+                       warmup_epochs=cfg.warmup_epochs, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
+                       seed=cfg.seed)
+
+
 def loaders(cfg: Config) -> tuple[TensorLoader, TensorLoader]:
     x_train, y_train = fashion_tensors("train", cfg.train_images, seed=cfg.seed)
     x_test, y_test = fashion_tensors("test", cfg.test_images, seed=cfg.seed)
@@ -49,8 +58,7 @@ def train(cfg: Config, device="cpu", callbacks=()) -> tuple[torch.nn.Module, His
     torch.manual_seed(cfg.seed)
     train_loader, test_loader = loaders(cfg)
     model = create_model(cfg.model)
-    history = fit(model, train_loader, test_loader, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                  warmup_epochs=cfg.warmup_epochs, device=device, callbacks=callbacks)
+    history = fit(model, train_loader, test_loader, train_config(cfg), device=device, callbacks=callbacks)
     return model, history
 
 

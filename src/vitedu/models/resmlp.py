@@ -214,7 +214,8 @@ def to_official_keys(state_dict: StateDict) -> dict:
 def _build_timm(model: ResMLP) -> nn.Module:
     """timm's ``MlpMixer`` with ResMLP blocks, the class behind timm's ``resmlp_*`` names, for any configuration
     (those names fix patch size, depth and width)."""
-    from timm.models.mlp_mixer import Affine as TimmAffine, MlpMixer, ResBlock
+    from timm.models.mlp_mixer import Affine as TimmAffine
+    from timm.models.mlp_mixer import MlpMixer, ResBlock
 
     c = model.config
     if c["distilled"]:

@@ -186,7 +186,9 @@ def _build_timm(model: ResNet) -> nn.Module:
     for the 'cifar' stem its class is built directly with that stem swapped for a 3x3 stride-1 convolution:
     everything after the stem (blocks, stages, head) stays timm's code."""
     import timm
-    from timm.models.resnet import BasicBlock as TimmBasic, Bottleneck as TimmBottleneck, ResNet as TimmResNet
+    from timm.models.resnet import BasicBlock as TimmBasic
+    from timm.models.resnet import Bottleneck as TimmBottleneck
+    from timm.models.resnet import ResNet as TimmResNet
 
     c = model.config
     kwargs = dict(block=TimmBottleneck if c["block"] == "bottleneck" else TimmBasic, layers=tuple(c["layers"]),

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 
 from ._registry import register_model
 from .convert import Family, register_family
-from .layers import (Attention, DropPath, LayerScale, Mlp, PatchEmbed, classify, hmlp_stem,
-                     init_transformer_weights)
+from .layers import Attention, DropPath, LayerScale, Mlp, PatchEmbed, classify, hmlp_stem, init_transformer_weights
 
 
 class Block(nn.Module):

@@ -1,0 +1,140 @@
+"""Train one model under several recipes (or recipe variants) and several seeds, on the same small data set.
+
+The two recipe chapters (ResNet strikes back, DeiT III) are built on this: a *variant* is a name and a TrainConfig;
+``run_study`` trains every variant with every seed, ``summarize`` gives the mean and spread per variant, and
+``plot_study`` draws them with error bars.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..data import fashion_tensors
+from ..data.loader import Loader, TensorLoader
+from ..data.scenes import make_scenes
+from ..data.transforms import TensorImages, train_transform
+from ..models import create_model
+from ..train import TrainConfig, fit
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """The small data set of a study: Scenes (RGB, ``level`` of clutter) or Fashion-MNIST (gray, 28 px)."""
+
+    dataset: str = "scenes"
+    train_images: int = 10_000
+    test_images: int = 2_000
+    image_size: int = 32
+    level: str = "easy"
+    seed: int = 0
+
+
+@dataclass
+class Prepared:
+    train_images: torch.Tensor  # uint8 (N, C, S, S): the per-image augmentations work on PIL images
+    train_labels: torch.Tensor
+    test_images: torch.Tensor  # float, normalised
+    test_labels: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int = 10
+
+    @property
+    def in_chans(self) -> int:
+        return self.train_images.shape[1]
+
+
+def prepare(data: StudyData) -> Prepared:
+    """Load (or generate) the data and normalise with the training set's per-channel mean and std."""
+    if data.dataset == "scenes":
+        train = make_scenes(data.train_images, "train", data.image_size, data.level, seed=data.seed)
+        test = make_scenes(data.test_images, "test", data.image_size, data.level, seed=data.seed)
+        x_train, y_train, x_test, y_test = train.images, train.labels, test.images, test.labels
+    elif data.dataset == "fashion":
+        if data.image_size != 28:
+            raise ValueError(f"Fashion-MNIST images are 28 px, got image_size={data.image_size}.")
+        x_train, y_train = fashion_tensors("train", data.train_images, seed=data.seed)
+        x_test, y_test = fashion_tensors("test", data.test_images, seed=data.seed)
+        x_train, x_test = (x.mul(255).round().to(torch.uint8) for x in (x_train, x_test))
+    else:
+        raise ValueError(f"unknown dataset {data.dataset!r}: use 'scenes' or 'fashion'.")
+    pixels = x_train.float().div(255).transpose(0, 1).flatten(1)
+    mean, std = pixels.mean(1), pixels.std(1)
+    test = (x_test.float().div(255) - mean[:, None, None]) / std[:, None, None]
+    return Prepared(x_train, y_train, test, y_test, tuple(mean.tolist()), tuple(std.tolist()))
+
+
+def train_variant(model_name: str, config: TrainConfig, prepared: Prepared, *, seed: int = 0, name: str = "",
+                  device="cpu", num_workers: int = 0, callbacks=(), model_overrides: dict | None = None) -> dict:
+    """Train ``model_name`` with ``config`` (its seed replaced by ``seed``); return the run's numbers."""
+    config = config.replace(seed=seed)
+    torch.manual_seed(seed)
+    size = prepared.train_images.shape[-1]
+    model = create_model(model_name, num_classes=prepared.num_classes, in_chans=prepared.in_chans,
+                         **{**config.model_overrides(model_name), **(model_overrides or {})})
+    train_set = TensorImages(prepared.train_images, prepared.train_labels,
+                             train_transform(config, size, prepared.mean, prepared.std))
+    train_loader = Loader(train_set, config.batch_size, shuffle=True, seed=seed, drop_last=True,
+                          repeats=config.repeated_aug, num_workers=num_workers)
+    test_loader = TensorLoader(prepared.test_images, prepared.test_labels, 500)
+    start = time.perf_counter()
+    history = fit(model, train_loader, test_loader, config, device=device, desc=f"{name} seed {seed}".strip(),
+                  callbacks=callbacks)
+    return {"variant": name, "seed": seed, "val_acc": history.last["val_acc"],
+            "ema_val_acc": history.last.get("ema_val_acc"), "seconds": time.perf_counter() - start,
+            "history": history.epochs, "model": model}
+
+
+def run_study(model_name: str, variants: dict[str, TrainConfig], data: StudyData, seeds: list[int] | tuple[int, ...],
+              device="cpu", num_workers: int = 0) -> list[dict]:
+    """Every variant with every seed (seed-major, so a partial study still covers all variants); one dict per run
+    (the trained model under ``"model"``)."""
+    prepared = prepare(data)
+    return [train_variant(model_name, config, prepared, seed=seed, name=name, device=device, num_workers=num_workers)
+            for seed in seeds for name, config in variants.items()]
+
+
+def summarize(runs: list[dict], key: str = "val_acc") -> list[dict]:
+    """Per variant, in first-seen order: mean, sample standard deviation (0 with one seed), min, max, n, values."""
+    groups: dict[str, list[float]] = {}
+    for run in runs:
+        groups.setdefault(run["variant"], []).append(run[key])
+    return [{"variant": name, "mean": statistics.fmean(values),
+             "std": statistics.stdev(values) if len(values) > 1 else 0.0, "min": min(values), "max": max(values),
+             "n": len(values), "values": values} for name, values in groups.items()]
+
+
+def plot_study(summary: list[dict], title: str = "", reference: list[dict] | None = None, ax=None):
+    """Mean accuracy per variant with one-standard-deviation error bars and every seed as a dot; ``reference``
+    (e.g. the committed cpu run) drawn beside it in grey."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.4 * len(summary) + 2, 3.2))
+    names = [s["variant"] for s in summary]
+    width = 0.38 if reference else 0.6
+    for offset, rows, colour, label in [(0, summary, "C0", "this run"), (width, reference or [], "0.6", "reference")]:
+        by_name = {r["variant"]: r for r in rows}
+        xs = [i + offset for i, n in enumerate(names) if n in by_name]
+        picked = [by_name[n] for n in names if n in by_name]
+        if not picked:
+            continue
+        ax.bar(xs, [100 * r["mean"] for r in picked], width, yerr=[100 * r["std"] for r in picked], color=colour,
+               alpha=0.8, capsize=3, label=label)
+        for x, r in zip(xs, picked):
+            ax.plot([x] * len(r["values"]), [100 * v for v in r["values"]], "k.", ms=3)
+    ax.set_xticks([i + (width / 2 if reference else 0) for i in range(len(names))], names, rotation=20, ha="right")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    if reference:
+        ax.legend(loc="lower right")
+    return ax
+
+
+def ledger_rows(runs: list[dict]) -> list[dict]:
+    """The runs without their models, for the results ledger."""
+    return [{k: v for k, v in run.items() if k != "model"} for run in runs]
