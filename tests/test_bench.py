@@ -27,6 +27,8 @@ def test_quick_mode_times_both_implementations(quick_rows):
         assert r["ratio"] == pytest.approx(r["vitedu_img_s"] / r["timm_img_s"])
         assert r["vitedu_img_s"] == pytest.approx(8 / min(r["vitedu_times_s"]))
         assert r["vitedu_img_s_median"] == pytest.approx(r["vitedu_img_s"])  # one repetition: best = median
+        assert r["ratio_paired"] == pytest.approx(r["ratio"])  # one pair: its ratio is the ratio
+        assert r["ratio_paired_iqr"] == pytest.approx((r["ratio"], r["ratio"]))
         assert r["peak_gflop_s"] > 0
         assert r["vitedu_gflops_per_img"] > 0
         assert r["vitedu_gflops_per_img"] == pytest.approx(r["timm_gflops_per_img"])  # the same architecture
@@ -172,3 +174,8 @@ def test_cli_dispatches_both_benchmarks(monkeypatch):
     assert seen == [["train", "--quick", "--steps", "3"], ["models", "--quick"]]
     with pytest.raises(SystemExit):
         vitedu.cli.main(["bench", "nothing"])
+
+
+def test_quartiles_of_paired_ratios():
+    assert bench._quartiles([0.9, 1.0, 1.1, 1.2, 1.3]) == pytest.approx((1.0, 1.2))
+    assert bench._quartiles([1.05]) == (1.05, 1.05)

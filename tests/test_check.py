@@ -47,3 +47,44 @@ def test_parameter_count_passes_and_hints():
     block = sum(p.numel() for p in model.blocks[0].parameters())
     assert "block" in check.vit_parameter_count(total - block).message
     assert "off by" in check.vit_parameter_count(total + 7).message
+
+
+def test_bce_loss_check():
+    import torch.nn.functional as F
+
+    assert check.bce_loss(lambda logits, t: F.binary_cross_entropy_with_logits(logits, (t > 0).float()))
+    soft = check.bce_loss(lambda logits, t: F.binary_cross_entropy_with_logits(logits, t))
+    assert not soft and "binarise" in soft.message
+    summed = check.bce_loss(lambda logits, t: F.binary_cross_entropy_with_logits(
+        logits, (t > 0).float(), reduction="none").sum(1).mean())
+    assert not summed and "average" in summed.message
+
+
+def test_solarize_check():
+    import torch
+
+    assert check.solarize(lambda im, th: torch.where(im >= th, 255 - im, im))
+    assert not check.solarize(lambda im, th: torch.where(im > th + 10, 255 - im, im))
+    assert not check.solarize(lambda im, th: 255 - im)
+
+
+def test_layer_scale_parameters_check():
+    assert check.layer_scale_parameters(2 * 4 * 64)
+    half = check.layer_scale_parameters(4 * 64)
+    assert not half and "two residual branches" in half.message
+
+
+def test_mixup_and_lr_scaling_checks():
+    import math
+
+    assert check.mixup(lambda x, y, lam: (lam * x + (1 - lam) * x.flip(0), lam * y + (1 - lam) * y.flip(0)))
+    wrong_partner = check.mixup(lambda x, y, lam: (lam * x + (1 - lam) * x.roll(1, 0), lam * y + (1 - lam) * y.roll(1, 0)))
+    assert not wrong_partner
+    labels_only = check.mixup(lambda x, y, lam: (lam * x + (1 - lam) * x.flip(0), y))
+    assert not labels_only and "targets" in labels_only.message
+
+    def rule(opt, lr, b, ref):
+        return lr * (math.sqrt(b / ref) if opt == "lamb" else b / ref)
+
+    assert check.lr_scaling(rule)
+    assert not check.lr_scaling(lambda opt, lr, b, ref: lr * b / ref)

@@ -222,3 +222,13 @@ def test_run_config_errors(tmp_path):
         load_run_config(write(tmp_path, 'recipe = "deit\n'))
     with pytest.raises(ValueError, match="optimizer='adam'"):  # TrainConfig's own check still runs
         load_run_config(write(tmp_path, 'recipe = "deit"\nmodel = "resnet50"\n[overrides]\noptimizer = "adam"\n'))
+
+
+def test_differences_lists_only_disagreeing_settings():
+    from vitedu.train.recipes import differences
+
+    deit, deit3 = get_recipe("deit").imagenet, get_recipe("deit3").imagenet
+    rows = {row["setting"]: row for row in differences({"deit": deit, "deit3": deit3})}
+    assert rows["optimizer"] == {"setting": "optimizer", "deit": "adamw", "deit3": "lamb"}
+    assert rows["loss"]["deit3"] == "bce" and "weight_decay" not in rows  # both 0.05
+    assert differences({"a": deit, "b": deit}) == []

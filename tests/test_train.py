@@ -68,3 +68,12 @@ def test_runs_are_reproducible():
         model = vitedu.create_model("vit_pico_patch4_28", num_classes=2, depth=1)
         losses.append(fit(model, TensorLoader(x, y, 16, shuffle=True, seed=3), epochs=1, lr=1e-3).step_losses)
     assert losses[0] == losses[1]
+
+
+def test_eval_every_skips_epochs_but_always_evaluates_the_last():
+    x, y = two_blobs(64)
+    model = vitedu.create_model("vit_pico_patch4_28", num_classes=2, depth=1)
+    history = fit(model, TensorLoader(x, y, 16), TensorLoader(x, y, 32), epochs=5, lr=1e-3, eval_every=2)
+    assert ["val_acc" in e for e in history.epochs] == [False, True, False, True, True]
+    with pytest.raises(ValueError, match="eval_every"):
+        fit(model, TensorLoader(x, y, 16), epochs=1, lr=1e-3, eval_every=0)

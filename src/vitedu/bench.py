@@ -227,6 +227,11 @@ def benchmark_models(models: list[str] | None = None, quick: bool = False, batch
                     row[f"{key}_gflop_s"] = flops[key] * ips[key] / 1e9 if key in ips else None
                     row[f"{key}_times_s"] = times.get(key)
                 row["ratio"] = ips["vitedu"] / ips["timm"] if "timm" in ips else None
+                # Each repetition ran vitedu and timm back to back: the ratio of a pair cancels the slow drifts of the
+                # machine's load. Its median and quartiles say whether a gap is larger than the noise.
+                pairs = sorted(t / v for v, t in zip(times["vitedu"], times["timm"])) if "timm" in times else None
+                row["ratio_paired"] = statistics.median(pairs) if pairs else None
+                row["ratio_paired_iqr"] = _quartiles(pairs) if pairs else None
                 rows.append(row)
                 peaks.append(measure_peak_gflops(peak_size))
                 bar.update()
@@ -265,15 +270,25 @@ def _achieved(row: dict, key: str) -> str:
     return f"{row[f'{key}_gflop_s']:.1f} ({100 * row[f'{key}_peak_frac']:.0f}%)"
 
 
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    """(first, third) quartile of a sorted list; both equal the value when there is one."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
+
+
 def format_table(rows: list[dict]) -> str:
     """The results of ``benchmark_models`` as a plain-text table."""
     header = ["model", "task", "px", "batch", "GFLOP/img", "vitedu img/s", "timm img/s", "ratio",
-              "vitedu GFLOP/s (peak)", "timm GFLOP/s (peak)", "max|diff|"]
+              "paired ratio [IQR]", "vitedu GFLOP/s (peak)", "timm GFLOP/s (peak)", "max|diff|"]
     lines = [header]
     for r in rows:
+        iqr = r.get("ratio_paired_iqr")
+        paired = "-" if iqr is None else f"{r['ratio_paired']:.2f} [{iqr[0]:.2f}, {iqr[1]:.2f}]"
         lines.append([r["model"], r["task"], str(r["img_size"]), str(r["batch"]),
                       _num(r["vitedu_gflops_per_img"], ".3f"),
-                      _num(r["vitedu_img_s"], ".1f"), _num(r["timm_img_s"], ".1f"), _num(r["ratio"], ".2f"),
+                      _num(r["vitedu_img_s"], ".1f"), _num(r["timm_img_s"], ".1f"), _num(r["ratio"], ".2f"), paired,
                       _achieved(r, "vitedu"), _achieved(r, "timm"), _num(r["max_abs_diff"], ".1e")])
     return _render(lines, left=2)
 
@@ -524,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     _print_machine(rows[0]["threads"], rows[0]["peak_gflop_s"])
     if args.what == "models":
         print("img/s from the best of the interleaved repetitions; ratio = vitedu img/s / timm img/s (> 1: vitedu "
-              "faster); peak = best matmul rate seen during the run")
+              "faster); paired ratio = median of timm / vitedu seconds of back-to-back repetitions, with its "
+              "interquartile range; peak = best matmul rate seen during the run")
         print(format_table(rows))
         for r in rows:
             if r["note"] and r["task"] == TASKS[0]:

@@ -114,3 +114,110 @@ def vit_parameter_count(answer: int, model_name: str = "vit_pico_patch4_28") -> 
     return CheckResult(name, False, f"off by {answer - total:+,}. Count per block: qkv (3 D^2 + 3 D), projection "
                     "(D^2 + D), two LayerNorms (4 D), MLP (2 D H + H + D with H = mlp_ratio * D); then patch "
                     "embedding, class token, position embedding, final norm and head.")
+
+
+def bce_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> CheckResult:
+    """Exercise (DeiT III, ResNet strikes back): ``fn(logits (B, K), mixed targets (B, K)) -> scalar``: binary
+    cross-entropy on the targets binarised with ``target > 0`` (every class present in the mixed image is a 1),
+    averaged over the batch and the classes."""
+    from .train.losses import BinaryCrossEntropy
+
+    name = "BCE on Mixup targets"
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 5, generator=generator)
+    labels, partners = torch.tensor([0, 1, 2, 3, 4, 0]), torch.tensor([0, 3, 2, 1, 0, 4])
+    targets = 0.7 * F.one_hot(labels, 5).float() + 0.3 * F.one_hot(partners, 5).float()
+    got, error = _call(name, fn, logits, targets)
+    if error:
+        return error
+    want = BinaryCrossEntropy(target_threshold=0.0)(logits, targets)
+    got = torch.as_tensor(got, dtype=want.dtype)
+    if got.numel() != 1:
+        return CheckResult(name, False, f"return one number (the mean), got shape {tuple(got.shape)}.")
+    if torch.allclose(got, want, atol=1e-5):
+        return CheckResult(name, True, f"loss {want.item():.4f}.")
+    soft = F.binary_cross_entropy_with_logits(logits, targets)
+    if torch.allclose(got, soft, atol=1e-5):
+        return CheckResult(name, False, "that is BCE on the soft targets (0.7 / 0.3): binarise them first with "
+                           "targets > 0, so both mixed classes count as present.")
+    if torch.allclose(got, want * 5, atol=1e-4):
+        return CheckResult(name, False, "you sum over the classes: average over them too (mean over B and K).")
+    return CheckResult(name, False, f"got {got.item():.4f}, expected {want.item():.4f}. Use "
+                       "F.binary_cross_entropy_with_logits(logits, (targets > 0).float()).")
+
+
+def solarize(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> CheckResult:
+    """Exercise (DeiT III, 3-Augment): ``fn(image uint8 (C, H, W), threshold) -> uint8 image``: every pixel at or
+    above the threshold is inverted (255 - value), the others are kept (PIL's ImageOps.solarize)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    name = "solarize"
+    image = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for threshold in (128, 200):
+        got, error = _call(name, fn, image.clone(), threshold)
+        if error:
+            return error
+        pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+        want = torch.from_numpy(np.asarray(ImageOps.solarize(pil, threshold))).permute(2, 0, 1)
+        got = torch.as_tensor(got)
+        if got.shape != want.shape:
+            return CheckResult(name, False, f"keep the shape {tuple(want.shape)}, got {tuple(got.shape)}.")
+        if not torch.equal(got.to(torch.uint8), want):
+            wrong = (got.to(torch.uint8) != want).float().mean().item()
+            return CheckResult(name, False, f"{100 * wrong:.0f}% of the pixels differ at threshold {threshold}: "
+                               "invert (255 - v) the pixels with v >= threshold and keep the others.")
+    return CheckResult(name, True, "matches PIL's ImageOps.solarize.")
+
+
+def layer_scale_parameters(answer: int, model_name: str = "vit_pico_patch4_28") -> CheckResult:
+    """Exercise (DeiT III): how many parameters LayerScale adds to ``model_name``."""
+    from .models import create_model
+
+    name = f"LayerScale parameters of {model_name}"
+    added = (sum(p.numel() for p in create_model(model_name, init_values=1e-4).parameters())
+             - sum(p.numel() for p in create_model(model_name, init_values=None).parameters()))
+    if answer == added:
+        return CheckResult(name, True, f"{added} parameters: one gamma of D values per residual branch.")
+    blocks = len(create_model(model_name).blocks)
+    if answer * 2 == added:
+        return CheckResult(name, False, "each block has two residual branches (attention and MLP), each its own gamma.")
+    return CheckResult(name, False, f"got {answer}: LayerScale multiplies each residual branch by a learned diagonal "
+                       f"matrix diag(gamma), gamma of size D; count the branches of all {blocks} blocks.")
+
+
+def mixup(fn: Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]) -> CheckResult:
+    """Exercise (ResNet strikes back): ``fn(images (B, C, H, W), one-hot targets (B, K), lam) -> (images, targets)``:
+    Mixup as timm does it in 'batch' mode, each image mixed with the batch flipped (image i with image B-1-i)."""
+    name = "Mixup"
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 3, 3, generator=generator)
+    y = F.one_hot(torch.tensor([0, 1, 2, 1]), 3).float()
+    got, error = _call(name, fn, x.clone(), y.clone(), 0.7)
+    if error:
+        return error
+    if not isinstance(got, tuple) or len(got) != 2:
+        return CheckResult(name, False, "return a pair (mixed images, mixed targets).")
+    want_x, want_y = 0.7 * x + 0.3 * x.flip(0), 0.7 * y + 0.3 * y.flip(0)
+    if not torch.allclose(torch.as_tensor(got[0]), want_x, atol=1e-6):
+        return CheckResult(name, False, "the images are not lam * x + (1 - lam) * x.flip(0).")
+    if not torch.allclose(torch.as_tensor(got[1]), want_y, atol=1e-6):
+        return CheckResult(name, False, "the images are right; mix the targets with the same lam and partner.")
+    return CheckResult(name, True, "images and targets mixed with the flipped batch.")
+
+
+def lr_scaling(fn: Callable[[str, float, int, int], float]) -> CheckResult:
+    """Exercise (ResNet strikes back): ``fn(optimizer, lr, batch, reference_batch) -> lr``: the lr for another
+    batch size, linear for SGD / AdamW and square-root for LAMB (the rule of ``Recipe.scaled``)."""
+    import math
+
+    name = "lr scaling"
+    cases = [("sgd", 0.1, 64, 256, 0.025), ("adamw", 1e-3, 2048, 1024, 2e-3), ("lamb", 4e-3, 128, 2048, 1e-3)]
+    for optimizer, lr, batch, reference, want in cases:
+        got, error = _call(name, fn, optimizer, lr, batch, reference)
+        if error:
+            return error
+        if not isinstance(got, (int, float)) or not math.isclose(got, want, rel_tol=1e-6):
+            return CheckResult(name, False, f"{optimizer}, lr {lr} at batch {reference} -> batch {batch}: expected "
+                               f"{want:g}, got {got}. Linear: lr * b / B; LAMB: lr * sqrt(b / B).")
+    return CheckResult(name, True, "linear for SGD and AdamW, square root for LAMB.")

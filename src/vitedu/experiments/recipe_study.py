@@ -1,6 +1,6 @@
 """Train one model under several recipes (or recipe variants) and several seeds, on the same small data set.
 
-The two recipe chapters (ResNet strikes back, DeiT III) are built on this: a *variant* is a name and a TrainConfig;
+For the recipe chapters (ResNet strikes back, DeiT III): a *variant* is a name and a TrainConfig;
 ``run_study`` trains every variant with every seed, ``summarize`` gives the mean and spread per variant, and
 ``plot_study`` draws them with error bars.
 """
@@ -69,7 +69,8 @@ def prepare(data: StudyData) -> Prepared:
 
 
 def train_variant(model_name: str, config: TrainConfig, prepared: Prepared, *, seed: int = 0, name: str = "",
-                  device="cpu", num_workers: int = 0, callbacks=(), model_overrides: dict | None = None) -> dict:
+                  device="cpu", num_workers: int = 0, callbacks=(), model_overrides: dict | None = None,
+                  eval_every: int = 1) -> dict:
     """Train ``model_name`` with ``config`` (its seed replaced by ``seed``); return the run's numbers."""
     config = config.replace(seed=seed)
     torch.manual_seed(seed)
@@ -83,18 +84,19 @@ def train_variant(model_name: str, config: TrainConfig, prepared: Prepared, *, s
     test_loader = TensorLoader(prepared.test_images, prepared.test_labels, 500)
     start = time.perf_counter()
     history = fit(model, train_loader, test_loader, config, device=device, desc=f"{name} seed {seed}".strip(),
-                  callbacks=callbacks)
+                  callbacks=callbacks, eval_every=eval_every)
     return {"variant": name, "seed": seed, "val_acc": history.last["val_acc"],
             "ema_val_acc": history.last.get("ema_val_acc"), "seconds": time.perf_counter() - start,
             "history": history.epochs, "model": model}
 
 
 def run_study(model_name: str, variants: dict[str, TrainConfig], data: StudyData, seeds: list[int] | tuple[int, ...],
-              device="cpu", num_workers: int = 0) -> list[dict]:
+              device="cpu", num_workers: int = 0, eval_every: int = 1) -> list[dict]:
     """Every variant with every seed (seed-major, so a partial study still covers all variants); one dict per run
     (the trained model under ``"model"``)."""
     prepared = prepare(data)
-    return [train_variant(model_name, config, prepared, seed=seed, name=name, device=device, num_workers=num_workers)
+    return [train_variant(model_name, config, prepared, seed=seed, name=name, device=device, num_workers=num_workers,
+                          eval_every=eval_every)
             for seed in seeds for name, config in variants.items()]
 
 
@@ -102,7 +104,8 @@ def summarize(runs: list[dict], key: str = "val_acc") -> list[dict]:
     """Per variant, in first-seen order: mean, sample standard deviation (0 with one seed), min, max, n, values."""
     groups: dict[str, list[float]] = {}
     for run in runs:
-        groups.setdefault(run["variant"], []).append(run[key])
+        if run.get(key) is not None:  # e.g. no EMA accuracy for a recipe without an EMA
+            groups.setdefault(run["variant"], []).append(run[key])
     return [{"variant": name, "mean": statistics.fmean(values),
              "std": statistics.stdev(values) if len(values) > 1 else 0.0, "min": min(values), "max": max(values),
              "n": len(values), "values": values} for name, values in groups.items()]

@@ -170,7 +170,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         config: TrainConfig | None = None, *, teacher: nn.Module | None = None, device: torch.device | str = "cpu",
         output_dir: str | Path | None = None, resume: bool = False, checkpoint_every: int | None = None,
         callbacks: Sequence[Callback] = (), log_path: str | Path | None = None, desc: str = "training",
-        progress: bool = True, **settings) -> History:
+        progress: bool = True, eval_every: int = 1, **settings) -> History:
     """Train ``model`` with ``config`` (and any single ``settings`` changed, e.g. ``epochs=3, lr=1e-3``).
 
     - ``teacher``: the teacher of a distillation recipe (``config.distillation`` "hard" or "soft").
@@ -179,6 +179,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     - ``checkpoint_every``: also checkpoint every this many steps inside an epoch.
     - ``log_path``: append each epoch's metrics to this JSON-lines file (default with ``output_dir``: its log.jsonl).
     - ``callbacks``: called with the History after every epoch (a live plot, early checks, ...).
+    - ``eval_every``: evaluate after every this many epochs (and after the last one); the epochs between have no
+      ``val_*`` entries.
     - ``progress``: one tqdm bar per epoch (also off with ``TQDM_DISABLE=1`` and on processes other than rank 0).
     Returns the History; the model ends on ``device`` with its final (not EMA) weights.
     """
@@ -188,6 +190,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     device = torch.device(device)
     rank, world = _distributed()
     steps_per_epoch = len(train_loader)
+    if eval_every < 1:
+        raise ValueError(f"eval_every must be a positive number of epochs, got {eval_every}.")
     if steps_per_epoch == 0:
         raise ValueError("the training loader yields no batches: is the data set empty or the batch size too large?")
     total_steps = config.epochs * steps_per_epoch
@@ -321,7 +325,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         record = {"epoch": epoch + 1, "train_loss": partial["loss_sum"] / max(1, partial["seen"]),
                   "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
                   "images_per_s": partial["seen"] * world / seconds}
-        if val_loader is not None:
+        if val_loader is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
             metrics = evaluate(model, val_loader, device)
             record.update(val_loss=metrics["loss"], val_acc=metrics["acc"])
             if ema is not None:

@@ -592,3 +592,16 @@ def _coerce_overrides(path: Path, overrides: dict) -> dict:
             raise TypeError(f"{path}: [overrides] {key} = {value!r} does not fit the setting's type {hint}"
                             + (' (use "none" for None)' if optional else "") + ".")
     return out
+
+
+def differences(configs: dict[str, TrainConfig], skip: tuple[str, ...] = ("extra", "seed")) -> list[dict]:
+    """The settings on which the named ``configs`` disagree, one dict per setting: ``{"setting": name, <config name>:
+    value, ...}``, in TrainConfig's field order. For a side-by-side table of two or more recipes."""
+    rows = []
+    for f in fields(TrainConfig):
+        if f.name in skip:
+            continue
+        values = {name: getattr(config, f.name) for name, config in configs.items()}
+        if len({repr(v) for v in values.values()}) > 1:
+            rows.append({"setting": f.name, **values})
+    return rows
