@@ -291,3 +291,27 @@ def test_mismatched_checkpoints_raise_clear_errors():
         from_timm(Levit(**dict(PICO, num_classes=100)), "levit_pico_32")
     with pytest.raises(ValueError, match="fused"):
         to_timm(create_model("levit_pico_32").fuse())
+
+
+def test_inference_bias_cache_never_goes_stale():
+    import copy
+
+    torch.manual_seed(0)
+    model = create_model("levit_pico_32").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for p in model.parameters():  # the projections' BN starts at 0, which would hide the attention entirely
+            p.normal_(0, 0.2)
+        before = model(x)
+        for name, p in model.named_parameters():
+            if "attention_biases" in name:
+                p.add_(torch.randn_like(p))  # an in-place change, as an optimizer step or an EMA update makes
+        after = model(x)
+        twin = copy.deepcopy(model)
+        twin(x)  # fills the copy's cache
+        twin.load_state_dict({k: v + torch.randn_like(v) if "attention_biases" in k else v
+                              for k, v in model.state_dict().items()})
+        moved = twin(x)
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, model(x), atol=1e-6)  # with autograd on, the bias is gathered afresh
+    assert not torch.allclose(moved, after) and torch.allclose(moved, twin(x), atol=1e-6)

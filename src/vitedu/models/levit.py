@@ -130,6 +130,24 @@ def attention_bias_index(resolution: int, stride: int = 1) -> torch.Tensor:
     return offset[0] * resolution + offset[1]
 
 
+class _BiasCache:
+    """The gathered attention bias B[h, i, j] = attention_biases[h, idx(i, j)], kept between calls where that is safe:
+    only without autograd (inference), and only while the parameter is the same tensor at the same in-place version
+    (an optimizer step, an EMA update or load_state_dict bumps ``_version``, so the cache can never go stale; timm's
+    eval-mode cache can, timm PR #2795)."""
+
+    def __init__(self):
+        self.key, self.value = None, None
+
+    def __call__(self, biases: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return biases[:, index]
+        key = (biases.data_ptr(), biases._version, biases.dtype, biases.device, index.data_ptr())
+        if key != self.key:
+            self.key, self.value = key, biases[:, index]
+        return self.value
+
+
 def _attend(q, k, v, bias, return_attention: bool):
     """softmax(Q K^T / sqrt(D) + B) V  (section 4.2). The bias is a float mask, so the fused kernel can still run."""
     if return_attention:
@@ -153,15 +171,15 @@ class Attention(nn.Module):
         self.act = nn.Hardswish()
         self.proj = LinearBN(num_heads * self.val_dim, dim, bn_weight_init=0.0)
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, resolution * resolution))
-        # Recomputed from the resolution, so not part of checkpoints. The bias is gathered on every call rather than
-        # cached: a cache goes stale when weights change in eval mode (EMA, load_state_dict; timm PR #2795).
+        # Recomputed from the resolution, so not part of checkpoints.
         self.register_buffer("attention_bias_idxs", attention_bias_index(resolution), persistent=False)
+        self.bias = _BiasCache()
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         B, N, _ = x.shape
         q, k, v = self.qkv(x).view(B, N, self.num_heads, -1).transpose(1, 2).split(
             [self.key_dim, self.key_dim, self.val_dim], dim=-1)
-        bias = self.attention_biases[:, self.attention_bias_idxs]  # (h, N, N)
+        bias = self.bias(self.attention_biases, self.attention_bias_idxs)  # (h, N, N)
         x, attn = _attend(q, k, v, bias, return_attention)
         x = self.proj(self.act(x.transpose(1, 2).reshape(B, N, -1)))
         return (x, attn) if return_attention else x
@@ -187,13 +205,14 @@ class ShrinkAttention(nn.Module):
         self.proj = LinearBN(num_heads * self.val_dim, out_dim)
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, resolution * resolution))
         self.register_buffer("attention_bias_idxs", attention_bias_index(resolution, stride), persistent=False)
+        self.bias = _BiasCache()
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         B, N, C = x.shape
         k, v = self.kv(x).view(B, N, self.num_heads, -1).transpose(1, 2).split([self.key_dim, self.val_dim], dim=-1)
         sub = x.view(B, self.resolution, self.resolution, C)[:, ::self.stride, ::self.stride].reshape(B, -1, C)
         q = self.q(sub).view(B, -1, self.num_heads, self.key_dim).transpose(1, 2)
-        bias = self.attention_biases[:, self.attention_bias_idxs]  # (h, N / 4, N)
+        bias = self.bias(self.attention_biases, self.attention_bias_idxs)  # (h, N / 4, N)
         x, attn = _attend(q, k, v, bias, return_attention)
         x = self.proj(self.act(x.transpose(1, 2).reshape(B, sub.shape[1], -1)))
         return (x, attn) if return_attention else x
