@@ -20,6 +20,7 @@ several times, and the time of a single run jumps around.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import platform
@@ -164,6 +165,26 @@ def _interleaved_times(steps: dict[str, Callable[..., None]], warmup: int, repea
     return times
 
 
+@contextlib.contextmanager
+def _bench_session(threads: int | None, peak_size: int):
+    """torch's thread count set for the run (and restored after); yields the list of matmul rates measured during the
+    run, starting with one now. The machine's peak is the best of them: other jobs only ever slow a rate down."""
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield [measure_peak_gflops(peak_size)]
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _paired_ratio(ours: list[float], reference: list[float]) -> tuple[float, tuple[float, float]]:
+    """Median and interquartile range of reference / ours seconds over repetitions that ran back to back (> 1: ours
+    faster). A pair cancels the slow drifts of the machine's load."""
+    pairs = sorted(r / o for o, r in zip(ours, reference))
+    return statistics.median(pairs), _quartiles(pairs)
+
+
 def benchmark_models(models: list[str] | None = None, quick: bool = False, batch: int | None = None,
                      repeats: int | None = None, warmup: int = 1, threads: int | None = None,
                      peak_size: int | None = None, progress: bool = True) -> list[dict]:
@@ -184,14 +205,9 @@ def benchmark_models(models: list[str] | None = None, quick: bool = False, batch
     names, skipped = select_models(models, quick)
     if skipped:
         warnings.warn(f"not registered (skipped): {', '.join(skipped)}")
-    previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     rows = []
     peak_size = peak_size or (1024 if quick else 2048)
-    try:
-        # The machine's peak is the best matmul rate seen during the run: other jobs only ever slow it down.
-        peaks = [measure_peak_gflops(peak_size)]
+    with _bench_session(threads, peak_size) as peaks:
         bar = tqdm(total=len(names) * len(TASKS), desc="bench", disable=not progress)
         for name in names:
             torch.manual_seed(0)
@@ -227,18 +243,14 @@ def benchmark_models(models: list[str] | None = None, quick: bool = False, batch
                     row[f"{key}_gflop_s"] = flops[key] * ips[key] / 1e9 if key in ips else None
                     row[f"{key}_times_s"] = times.get(key)
                 row["ratio"] = ips["vitedu"] / ips["timm"] if "timm" in ips else None
-                # Each repetition ran vitedu and timm back to back: the ratio of a pair cancels the slow drifts of the
-                # machine's load. Its median and quartiles say whether a gap is larger than the noise.
-                pairs = sorted(t / v for v, t in zip(times["vitedu"], times["timm"])) if "timm" in times else None
-                row["ratio_paired"] = statistics.median(pairs) if pairs else None
-                row["ratio_paired_iqr"] = _quartiles(pairs) if pairs else None
+                # Its quartiles say whether a gap is larger than the noise.
+                paired = _paired_ratio(times["vitedu"], times["timm"]) if "timm" in times else (None, None)
+                row["ratio_paired"], row["ratio_paired_iqr"] = paired
                 rows.append(row)
                 peaks.append(measure_peak_gflops(peak_size))
                 bar.update()
             del ours, twin, impls
         bar.close()
-    finally:
-        torch.set_num_threads(previous_threads)
     peak = max(peaks)
     for row in rows:
         row["peak_gflop_s"] = peak
@@ -398,13 +410,9 @@ def benchmark_training(models: list[str] | None = None, quick: bool = False, bat
     names, skipped = select_training_models(models, quick)
     if skipped:
         warnings.warn(f"not registered (skipped): {', '.join(skipped)}")
-    previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     rows = []
     peak_size = peak_size or (1024 if quick else 2048)
-    try:
-        peaks = [measure_peak_gflops(peak_size)]
+    with _bench_session(threads, peak_size) as peaks:
         bar = tqdm(total=len(names), desc="bench train", disable=not progress)
         for name in names:
             bar.set_postfix_str(name)
@@ -431,7 +439,7 @@ def benchmark_training(models: list[str] | None = None, quick: bool = False, bat
                 row[f"{key}_img_s_median"] = n / statistics.median(times[key])
                 row[f"{key}_times_s"] = times[key]
             row["ratio"] = ips["engine"] / ips["bare"]
-            row["ratio_paired"] = statistics.median(b / e for e, b in zip(times["engine"], times["bare"]))
+            row["ratio_paired"] = _paired_ratio(times["engine"], times["bare"])[0]
             row["overhead_pct"] = 100 * (1 - row["ratio"])
             row["engine_gflop_s"] = flops * ips["engine"] / 1e9
             row["weights_equal"] = all(torch.equal(ends["engine"][k], ends["bare"][k]) for k in ends["engine"])
@@ -442,8 +450,6 @@ def benchmark_training(models: list[str] | None = None, quick: bool = False, bat
             bar.update()
             del initial, ends, x, y
         bar.close()
-    finally:
-        torch.set_num_threads(previous_threads)
     peak = max(peaks)
     for row in rows:
         row["peak_gflop_s"] = peak
