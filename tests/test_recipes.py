@@ -8,7 +8,7 @@ import vitedu
 from vitedu.budget import Budget
 from vitedu.train import recipes
 from vitedu.train.config import TrainConfig
-from vitedu.train.recipes import get_recipe, list_recipes, load_run_config
+from vitedu.train.recipes import at_strength, get_recipe, list_recipes, load_run_config
 
 FIELDS = {f.name for f in fields(TrainConfig)}
 SCALED = {"batch_size", "epochs", "lr", "min_lr", "warmup_lr", "warmup_epochs", "ema_decay", "extra"}
@@ -232,3 +232,47 @@ def test_differences_lists_only_disagreeing_settings():
     assert rows["optimizer"] == {"setting": "optimizer", "deit": "adamw", "deit3": "lamb"}
     assert rows["loss"]["deit3"] == "bce" and "weight_decay" not in rows  # both 0.05
     assert differences({"a": deit, "b": deit}) == []
+
+
+def test_strength_scales_every_regularisation_amount_and_keeps_the_kinds():
+    deit, deit3 = get_recipe("deit"), get_recipe("deit3")
+    light = deit3.scaled("cpu", train_images=1000, batch_size=64, epochs=20, strength=0.25)
+    paper = deit3.scaled("cpu", train_images=1000, batch_size=64, epochs=20)
+    assert (light.mixup_alpha, light.cutmix_alpha) == pytest.approx((0.2, 0.25))
+    assert light.crop_scale == pytest.approx((0.77, 1.0))
+    assert light.blur_radius == pytest.approx((0.025, 0.5))
+    assert (light.repeated_aug, light.drop_path, light.color_jitter) == (2, pytest.approx(0.0125), pytest.approx(0.075))
+    for kept in ("optimizer", "loss", "label_smoothing", "weight_decay", "layer_scale", "augment", "crop", "lr",
+                 "ema_decay", "grad_clip", "epochs"):
+        assert getattr(light, kept) == getattr(paper, kept), kept
+    assert light.extra["strength"] == 0.25 and paper.extra["strength"] == 1.0
+    deit_light = at_strength(deit.imagenet, 0.25)
+    assert deit_light.rand_augment == "rand-m2-mstd0.5-inc1" and deit_light.random_erasing == pytest.approx(0.0625)
+    none = at_strength(deit.imagenet, 0.0)
+    assert not none.uses_mixup and none.repeated_aug == 1 and none.crop_scale == (1.0, 1.0)
+    assert none.rand_augment == "rand-m0-mstd0.5-inc1" and none.drop_path == 0 and none.random_erasing == 0
+    assert at_strength(deit.imagenet, 1.0) is deit.imagenet
+    with pytest.raises(ValueError, match=r"strength must lie in \[0, 1\]"):
+        at_strength(deit.imagenet, 1.5)
+
+
+def test_a_given_lr_replaces_the_batch_rule_and_keeps_the_schedule_shape():
+    deit3 = get_recipe("deit3")
+    config = deit3.scaled("cpu", train_images=1000, batch_size=64, lr=4e-3)
+    assert config.lr == pytest.approx(4e-3) and config.extra["lr_rule"] == "given"
+    assert config.min_lr / config.lr == pytest.approx(deit3.imagenet.min_lr / deit3.imagenet.lr)
+    assert config.warmup_lr / config.lr == pytest.approx(deit3.imagenet.warmup_lr / deit3.imagenet.lr)
+    assert deit3.scaled("full", train_images=deit3.train_images, lr=1e-3).lr == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        deit3.scaled("cpu", train_images=1000, lr=0.0)
+
+
+def test_blur_radius_reaches_three_augment_and_survives_a_round_trip():
+    from vitedu.data.transforms import ThreeAugment, train_transform
+
+    config = get_recipe("deit3").imagenet.replace(blur_radius=(0.05, 0.5))
+    three = [step for step in train_transform(config, 28, (0.5,), (0.5,)).transforms if isinstance(step, ThreeAugment)]
+    assert len(three) == 1 and three[0].blur_radius == (0.05, 0.5)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="blur_radius must be"):
+        config.replace(blur_radius=(1.0, 0.5))

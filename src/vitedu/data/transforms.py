@@ -175,7 +175,7 @@ def train_transform(config: TrainConfig, image_size: int, mean: Sequence[float],
                    "interpolation": Image.Resampling.BICUBIC}
         steps.append(_rand_augment(config.rand_augment, hparams))
     elif config.augment == "3augment":
-        steps.append(ThreeAugment())
+        steps.append(ThreeAugment(blur_radius=tuple(config.blur_radius)))
     if config.color_jitter > 0:  # saturation is a no-op on 'L' images (PIL's Color enhance of a gray image)
         steps.append(transforms.ColorJitter(config.color_jitter, config.color_jitter, config.color_jitter))
     steps += [transforms.ToTensor(), transforms.Normalize(mean, std)]

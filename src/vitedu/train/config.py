@@ -12,6 +12,7 @@ DISTILLATIONS = ("none", "hard", "soft")
 TRAINABLE = ("all", "attention")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 CLIP_MODES = ("norm", "agc")
+TUPLE_SETTINGS = ("crop_scale", "blur_radius")  # stored as lists in JSON and TOML
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class TrainConfig:
     augment: str = "flip"  # none | flip | randaugment | 3augment (flip is part of all but none)
     rand_augment: str = "rand-m9-mstd0.5-inc1"
     color_jitter: float = 0.0
+    blur_radius: tuple[float, float] = (0.1, 2.0)  # 3-Augment's Gaussian blur: sigma drawn from this range (pixels)
     random_erasing: float = 0.0
     repeated_aug: int = 1  # > 1: each image appears this many times per epoch (differently augmented)
     eval_crop_ratio: float = 0.875
@@ -78,6 +80,10 @@ class TrainConfig:
             raise ValueError("warmup_epochs and weight_decay cannot be negative.")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in (0, 1), got {self.ema_decay}.")
+        for name in TUPLE_SETTINGS:
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"{name} must be a (low, high) pair with 0 <= low <= high, got {getattr(self, name)}.")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}.")
 
@@ -91,14 +97,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         data = asdict(self)
-        data["crop_scale"] = list(self.crop_scale)
+        for name in TUPLE_SETTINGS:
+            data[name] = list(data[name])
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         data = dict(data)
-        if "crop_scale" in data:
-            data["crop_scale"] = tuple(data["crop_scale"])
+        for name in TUPLE_SETTINGS:
+            if name in data:
+                data[name] = tuple(data[name])
         return cls().replace(**data)
 
     def model_overrides(self, model_name: str) -> dict:

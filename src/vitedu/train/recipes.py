@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -64,7 +65,7 @@ class Recipe:
     train_images: int = IMAGENET_1K_IMAGES
 
     def scaled(self, budget: Budget | str, train_images: int, batch_size: int | None = None,
-               epochs: int | None = None) -> TrainConfig:
+               epochs: int | None = None, strength: float = 1.0, lr: float | None = None) -> TrainConfig:
         """The recipe as it runs at ``budget`` on a training set of ``train_images`` images; returns a TrainConfig.
 
         At budget ``"full"`` (with no ``batch_size`` or ``epochs`` given) this is ``self.imagenet``, unchanged.
@@ -90,13 +91,25 @@ class Recipe:
            ``train_images`` samples, repeated augmentation included (it keeps the epoch length, as DeiT's RASampler
            and ``vitedu.data.loader`` do). Floored at ``MIN_EMA_DECAY`` for runs of a few steps.
 
-        ``config.extra`` records the recipe, budget, data-set size and the lr rule used.
+        Two arguments depart from this rule on purpose, for small-scale studies:
+
+        - ``strength`` (default 1, the paper's) scales the regularisation, as :func:`at_strength` writes out:
+          the augmentations of an ImageNet recipe were set for 224-px images over 100-800 epochs of 1.3M images, and
+          on a few thousand 28-px images they can destroy more than they teach (an 8% crop of a 28-px image is a
+          few pixels). The *kinds* of ingredient stay; only their amounts shrink.
+        - ``lr``: this peak lr instead of the batch rule (``min_lr`` and ``warmup_lr`` keep their ratio to it). The
+          batch rules, applied from batch 1024-2048 down to 64, give learning rates far below what small models on
+          small data train well with, so a comparison at those rates compares learning rates, not recipes.
+
+        ``config.extra`` records the recipe, budget, data-set size, strength and the lr rule used.
         """
         budget = budget if isinstance(budget, Budget) else Budget(budget)
         paper = self.imagenet
-        if budget.name == "full" and batch_size is None and epochs is None:
+        if budget.name == "full" and batch_size is None and epochs is None and strength == 1 and lr is None:
             return paper
         _check_positive_int(train_images=train_images, batch_size=batch_size, epochs=epochs)
+        if lr is not None and not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}.")
         if budget.name == "full":
             batch_size = batch_size or paper.batch_size
             epochs = epochs or paper.epochs
@@ -104,7 +117,7 @@ class Recipe:
             batch_size = batch_size or BUDGET_BATCH_SIZE[budget.name]
             epochs = epochs or BUDGET_EPOCHS[budget.name]
 
-        lr_factor = lr_scale(paper.optimizer, batch_size, paper.batch_size)
+        lr_factor = lr / paper.lr if lr is not None else lr_scale(paper.optimizer, batch_size, paper.batch_size)
         changes: dict[str, Any] = {
             "batch_size": batch_size, "epochs": epochs, "lr": paper.lr * lr_factor, "min_lr": paper.min_lr * lr_factor,
             "warmup_lr": paper.warmup_lr * lr_factor, "warmup_epochs": paper.warmup_epochs * epochs / paper.epochs,
@@ -113,9 +126,10 @@ class Recipe:
             paper_steps = paper.epochs * math.ceil(self.train_images / paper.batch_size)
             steps = epochs * math.ceil(train_images / batch_size)
             changes["ema_decay"] = min(max(paper.ema_decay ** (paper_steps / steps), MIN_EMA_DECAY), 1 - 1e-12)
-        changes["extra"] = {**paper.extra, "budget": budget.name, "train_images": train_images,
-                            "lr_rule": "sqrt" if paper.optimizer == "lamb" else "linear"}
-        return paper.replace(**changes)
+        lr_rule = "given" if lr is not None else "sqrt" if paper.optimizer == "lamb" else "linear"
+        changes["extra"] = {**paper.extra, "budget": budget.name, "train_images": train_images, "lr_rule": lr_rule,
+                            "strength": strength}
+        return at_strength(paper.replace(**changes), strength)
 
     def summary(self) -> str:
         """A few lines for a notebook: name, paper, description, the ImageNet settings and the notes."""
@@ -125,6 +139,38 @@ class Recipe:
                     f"{c.cutmix_alpha:g}, drop path {c.drop_path:g}")
         lines = [f"{self.name}: {self.description}", f"  paper: {self.paper}", settings]
         return "\n".join(lines + [f"  - {note}" for note in self.notes])
+
+
+def at_strength(config: TrainConfig, strength: float) -> TrainConfig:
+    """``config`` with its regularisation scaled by ``strength`` in [0, 1]; returns a TrainConfig.
+
+    1 is ``config`` itself; 0 keeps only the structure of the recipe (which optimizer, loss, augmentation kinds,
+    LayerScale) with every amount at zero. In between, each amount moves linearly towards "none":
+
+    - Mixup and CutMix alpha, random-erasing probability, colour jitter and stochastic depth: times ``strength``;
+    - RandAugment magnitude: times ``strength``, rounded (``rand-m9-...`` at 0.25 is ``rand-m2-...``);
+    - random resized crop: the smallest area ``1 - (1 - low) * strength`` (0.08 at 0.25 becomes 0.77);
+    - 3-Augment's blur radius: both ends times ``strength``;
+    - repeated augmentation: ``1 + (repeats - 1) * strength``, rounded half up (3 at 0.25 becomes 2).
+
+    Not scaled: the optimizer, weight decay, loss and label smoothing, LayerScale, EMA, clipping and schedule.
+    """
+    if not 0 <= strength <= 1:
+        raise ValueError(f"strength must lie in [0, 1] (1: the paper's regularisation, 0: none), got {strength}.")
+    if strength == 1:
+        return config
+    magnitude = re.search(r"-m(\d+)", config.rand_augment)
+    rand_augment = config.rand_augment
+    if magnitude:
+        rand_augment = rand_augment.replace(magnitude.group(0), f"-m{round(int(magnitude.group(1)) * strength)}", 1)
+    low_area = config.crop_scale[0]
+    return config.replace(
+        mixup_alpha=config.mixup_alpha * strength, cutmix_alpha=config.cutmix_alpha * strength,
+        random_erasing=config.random_erasing * strength, color_jitter=config.color_jitter * strength,
+        drop_path=config.drop_path * strength, rand_augment=rand_augment,
+        crop_scale=(1 - (1 - low_area) * strength, config.crop_scale[1]),
+        blur_radius=(config.blur_radius[0] * strength, config.blur_radius[1] * strength),
+        repeated_aug=1 + math.floor((config.repeated_aug - 1) * strength + 0.5))
 
 
 def lr_scale(optimizer: str, batch_size: int, reference_batch_size: int) -> float:
