@@ -17,7 +17,7 @@ def changed(a, b) -> set[str]:
 def test_recipe_at_uses_the_small_scale_lr_of_the_optimizer_it_ends_with():
     deit3 = recipe_at("deit3", CPU, 1000, 64, 10)
     assert deit3.lr == pytest.approx(SMALL_SCALE_LR["lamb"])
-    assert deit3.min_lr / deit3.lr == pytest.approx(1e-5 / 4e-3)
+    assert deit3.min_lr / deit3.lr == pytest.approx(1e-5 / 4e-3)  # the recipe's schedule shape
     adamw = recipe_at("deit3", CPU, 1000, 64, 10, optimizer="adamw")
     assert adamw.optimizer == "adamw" and adamw.lr == pytest.approx(SMALL_SCALE_LR["adamw"])
     assert adamw.min_lr / adamw.lr == pytest.approx(deit3.min_lr / deit3.lr)
