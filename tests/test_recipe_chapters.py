@@ -35,6 +35,10 @@ def test_deit3_ablations_change_one_ingredient_of_deit3_at_the_scaled_strength()
     assert changed(base, chosen["DeiT III, simple crop"]) == {"crop"}
     assert changed(base, chosen["DeiT III, RandAugment"]) == {"augment"}
     assert chosen["DeiT III, RandAugment"].rand_augment == chosen["DeiT"].rand_augment
+    assert changed(base, chosen["DeiT III, no Mixup/CutMix"]) == {"mixup_alpha", "cutmix_alpha"}
+    plain = chosen["plain"]
+    assert (plain.augment, plain.crop, plain.loss, plain.uses_mixup, plain.optimizer) == ("none", "none", "ce", False,
+                                                                                       "adamw")
     assert {c.epochs for c in chosen.values()} == {cfg.epochs}
     assert get("02") == ("02_deit3", deit3_revenge)
 
@@ -42,7 +46,7 @@ def test_deit3_ablations_change_one_ingredient_of_deit3_at_the_scaled_strength()
 def test_rsb_keeps_the_papers_schedule_proportions():
     cfg = resnet_strikes_back.config(CPU)
     chosen = resnet_strikes_back.variants(cfg, CPU)
-    assert [chosen[k].epochs for k in ("torchvision", "A3", "A2", "A1")] == [3, 3, 9, 18]
+    assert [chosen[k].epochs for k in ("torchvision", "A3", "A2", "A1")] == [4, 5, 15, 30]  # 90, 100, 300, 600 ImageNet epochs
     assert chosen["A1"].optimizer == "lamb" and chosen["torchvision"].optimizer == "sgd"
     assert changed(chosen["A2"], chosen["A2, CE"]) <= {"loss", "bce_target_threshold"}
     assert chosen["A2, CE"].loss == "ce"
@@ -58,3 +62,4 @@ def test_every_budget_has_a_valid_study(module):
         cfg = module.config(Budget(name))
         assert len(module.variants(cfg, Budget(name))) >= 6
         assert (len(cfg.seeds) >= 3) == (name != "smoke")
+        assert set(cfg.live_seeds) <= set(cfg.seeds)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from ..budget import Budget
 from ..train import TrainConfig
-from .recipe_study import StudyData, ledger_rows, recipe_at, run_study, summarize
+from .recipe_study import StudyData, ledger_rows, plain_config, recipe_at, run_study, summarize
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,8 @@ class Config:
     model: str
     data: StudyData
     epochs: int
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...]  # of the reference run (``vitedu reproduce``)
+    live_seeds: tuple[int, ...] = (0,)  # of the chapter's own run, so that it fits the budget's time
     batch_size: int = 64
     strength: float = 0.25  # the regularisation of the scaled variants (1: the paper's)
     num_workers: int = 1  # augmentation runs in a worker process beside training
@@ -42,15 +43,17 @@ def config(budget: Budget) -> Config:
 
 
 def variants(cfg: Config, budget: Budget) -> dict[str, TrainConfig]:
-    """Variant name -> TrainConfig: both recipes at the paper's strength, both at ``cfg.strength``, then DeiT III at
+    """Variant name -> TrainConfig: plain training (no recipe, ``recipe_study.plain_config``), both recipes at the
+    paper's strength, both at ``cfg.strength``, then DeiT III at
     ``cfg.strength`` with one ingredient swapped: DeiT's RandAugment for 3-Augment, cross-entropy for BCE, no
-    LayerScale, and the simple random crop for the random resized crop (which DeiT III shares with DeiT on
-    ImageNet-1k)."""
+    LayerScale, the simple random crop for the random resized crop (which DeiT III shares with DeiT on
+    ImageNet-1k), and no Mixup/CutMix."""
     def recipe(name: str, strength: float, **changes) -> TrainConfig:
         return recipe_at(name, budget, cfg.data.train_images, cfg.batch_size, cfg.epochs, strength, **changes)
 
     light = cfg.strength
     return {
+        "plain": plain_config(cfg.epochs, cfg.batch_size),
         "DeiT, paper strength": recipe("deit", 1.0),
         "DeiT III, paper strength": recipe("deit3", 1.0),
         "DeiT": recipe("deit", light),
@@ -59,6 +62,7 @@ def variants(cfg: Config, budget: Budget) -> dict[str, TrainConfig]:
         "DeiT III, CE": recipe("deit3", light, loss="ce"),
         "DeiT III, no LayerScale": recipe("deit3", light, layer_scale=None),
         "DeiT III, simple crop": recipe("deit3", light, crop="src"),
+        "DeiT III, no Mixup/CutMix": recipe("deit3", light, mixup_alpha=0.0, cutmix_alpha=0.0),
     }
 
 

@@ -79,6 +79,15 @@ def prepare(data: StudyData) -> Prepared:
     return Prepared(x_train, y_train, test, y_test, tuple(mean.tolist()), tuple(std.tolist()))
 
 
+def plain_config(epochs: int, batch_size: int, optimizer: str = "adamw") -> TrainConfig:
+    """Training without a recipe, the baseline of the studies and the setting of the lr sweep above: the optimizer at
+    its ``SMALL_SCALE_LR`` (warm-up from 0 over the first epoch, cosine to 1% of it), weight decay 0.05,
+    cross-entropy, no augmentation of any kind."""
+    lr = SMALL_SCALE_LR[optimizer]
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_lr=lr / 100, warmup_epochs=1, warmup_lr=0.0,
+                       optimizer=optimizer, weight_decay=0.05, crop="none", augment="none")
+
+
 def recipe_at(name: str, budget, train_images: int, batch_size: int, epochs: int, strength: float = 1.0,
               **changes) -> TrainConfig:
     """Recipe ``name`` scaled to a small study (``Recipe.scaled`` at ``strength``, with the optimizer's
