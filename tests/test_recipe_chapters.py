@@ -63,3 +63,13 @@ def test_every_budget_has_a_valid_study(module):
         assert len(module.variants(cfg, Budget(name))) >= 6
         assert (len(cfg.seeds) >= 3) == (name != "smoke")
         assert set(cfg.live_seeds) <= set(cfg.seeds)
+
+
+def test_train_low_test_high_trains_at_the_low_size_and_tests_at_each_size():
+    smoke = Budget("smoke")
+    result = resnet_strikes_back.train_low_test_high(resnet_strikes_back.config(smoke), smoke, train_size=20,
+                                                     test_sizes=(16, 28))
+    assert set(result["accuracy"]) == {16, 28} and all(0 <= acc <= 1 for acc in result["accuracy"].values())
+    # the run's own evaluation is on the images' native size (28 px): the same number as the resized-to-28 one
+    assert result["run"]["val_acc"] == pytest.approx(result["accuracy"][28])
+    assert result["run"]["variant"] == "A3 at 20 px"

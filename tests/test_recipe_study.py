@@ -35,6 +35,8 @@ def test_a_study_trains_every_variant_with_every_seed():
     assert math.isclose(first["mean"], sum(first["values"]) / 2) and first["std"] >= 0
     assert "model" not in recipe_study.ledger_rows(runs)[0]
     assert plot_study(summary, reference=summary) is not None
+    ax = recipe_study.plot_curves(runs)
+    assert len(ax.lines) == 4 and [t.get_text() for t in ax.get_legend().get_texts()] == ["DeiT III", "DeiT III, CE"]
 
 
 def test_summaries_skip_missing_values():

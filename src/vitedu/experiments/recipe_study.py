@@ -103,11 +103,14 @@ def recipe_at(name: str, budget, train_images: int, batch_size: int, epochs: int
 
 def train_variant(model_name: str, config: TrainConfig, prepared: Prepared, *, seed: int = 0, name: str = "",
                   device="cpu", num_workers: int = 0, callbacks=(), model_overrides: dict | None = None,
-                  eval_every: int = 1) -> dict:
-    """Train ``model_name`` with ``config`` (its seed replaced by ``seed``); return the run's numbers."""
+                  eval_every: int = 1, image_size: int | None = None) -> dict:
+    """Train ``model_name`` with ``config`` (its seed replaced by ``seed``); return the run's numbers.
+
+    ``image_size``: train at this size (the crop's output) instead of the images' own; testing stays at the images'
+    size, as when ResNet strikes back's A3 trains at 160 px and tests at 224."""
     config = config.replace(seed=seed)
     torch.manual_seed(seed)
-    size = prepared.train_images.shape[-1]
+    size = image_size or prepared.train_images.shape[-1]
     model = create_model(model_name, num_classes=prepared.num_classes, in_chans=prepared.in_chans,
                          **{**config.model_overrides(model_name), **(model_overrides or {})})
     train_set = TensorImages(prepared.train_images, prepared.train_labels,
@@ -168,6 +171,26 @@ def plot_study(summary: list[dict], title: str = "", reference: list[dict] | Non
     ax.set_title(title)
     if reference:
         ax.legend(loc="lower right")
+    return ax
+
+
+def plot_curves(runs: list[dict], title: str = "", ax=None):
+    """Test accuracy against epochs, one line per run (live runs or a ledger's ``runs``), one colour per variant."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.6))
+    colours: dict[str, str] = {}
+    for run in runs:
+        first = run["variant"] not in colours
+        colour = colours.setdefault(run["variant"], f"C{len(colours) % 10}")
+        evaluated = [epoch for epoch in run["history"] if "val_acc" in epoch]
+        ax.plot([e["epoch"] for e in evaluated], [100 * e["val_acc"] for e in evaluated], "o-", ms=3, color=colour,
+                alpha=0.75, label=run["variant"] if first else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return ax
 
 

@@ -11,9 +11,13 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+import torch
+import torch.nn.functional as F
+
 from ..budget import Budget
-from ..train import TrainConfig, get_recipe
-from .recipe_study import StudyData, ledger_rows, recipe_at, run_study, summarize
+from ..data.loader import TensorLoader
+from ..train import TrainConfig, evaluate, get_recipe
+from .recipe_study import StudyData, ledger_rows, prepare, recipe_at, run_study, summarize, train_variant
 
 PROCEDURES = {"torchvision": "torchvision_legacy", "A3": "rsb_a3", "A2": "rsb_a2", "A1": "rsb_a1"}
 
@@ -56,6 +60,26 @@ def variants(cfg: Config, budget: Budget) -> dict[str, TrainConfig]:
     chosen["A1, scaled strength"] = recipe("rsb_a1", cfg.strength)
     chosen["A2, CE"] = recipe("rsb_a2", loss="ce", bce_target_threshold=None)
     return chosen
+
+
+def train_low_test_high(cfg: Config, budget: Budget, train_size: int = 20, test_sizes=(16, 20, 24, 28), seed: int = 0,
+                        device="cpu") -> dict:
+    """A3's resolution trick at small scale: train A3 at ``train_size`` px (160/224 of 28 is 20), then test the same
+    model on the test images resized to each of ``test_sizes`` (bicubic). Returns the run and {size: accuracy}.
+
+    The random resized crop zooms in during training, so objects look larger than in a centre view of the same
+    size; testing at a higher resolution makes them look as large again (Touvron et al. 2019, FixRes)."""
+    prepared = prepare(cfg.data)
+    config = recipe_at("rsb_a3", budget, cfg.data.train_images, cfg.batch_size, cfg.epochs("rsb_a3"))
+    run = train_variant(cfg.model, config, prepared, seed=seed, name=f"A3 at {train_size} px", device=device,
+                        num_workers=cfg.num_workers, eval_every=config.epochs, image_size=train_size)
+    accuracy = {}
+    for size in test_sizes:
+        images = F.interpolate(prepared.test_images, size=(size, size), mode="bicubic", antialias=True,
+                               align_corners=False)
+        with torch.no_grad():
+            accuracy[size] = evaluate(run["model"], TensorLoader(images, prepared.test_labels, 500), device)["acc"]
+    return {"run": run, "accuracy": accuracy}
 
 
 def run(budget: Budget, device="cpu") -> dict:
