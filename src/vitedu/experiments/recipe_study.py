@@ -170,7 +170,7 @@ def plot_study(summary: list[dict], title: str = "", reference: list[dict] | Non
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     if reference:
-        ax.legend(loc="lower right")
+        ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax
 
 
@@ -180,10 +180,14 @@ def plot_curves(runs: list[dict], title: str = "", ax=None):
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 3.6))
-    colours: dict[str, str] = {}
+    variants = list(dict.fromkeys(run["variant"] for run in runs))
+    palette = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20")
+    colours = {name: palette(i % palette.N) for i, name in enumerate(variants)}
+    labelled: set[str] = set()
     for run in runs:
-        first = run["variant"] not in colours
-        colour = colours.setdefault(run["variant"], f"C{len(colours) % 10}")
+        first = run["variant"] not in labelled
+        labelled.add(run["variant"])
+        colour = colours[run["variant"]]
         evaluated = [epoch for epoch in run["history"] if "val_acc" in epoch]
         ax.plot([e["epoch"] for e in evaluated], [100 * e["val_acc"] for e in evaluated], "o-", ms=3, color=colour,
                 alpha=0.75, label=run["variant"] if first else None)
