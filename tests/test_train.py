@@ -6,7 +6,7 @@ import torch
 
 import vitedu
 from vitedu.data.loader import TensorLoader
-from vitedu.train import evaluate, fit, learning_rate, param_groups
+from vitedu.train import TrainConfig, evaluate, fit, learning_rate, param_groups
 
 
 def two_blobs(n=256, seed=0):
@@ -77,3 +77,38 @@ def test_eval_every_skips_epochs_but_always_evaluates_the_last():
     assert ["val_acc" in e for e in history.epochs] == [False, True, False, True, True]
     with pytest.raises(ValueError, match="eval_every"):
         fit(model, TensorLoader(x, y, 16), epochs=1, lr=1e-3, eval_every=0)
+
+
+def test_weight_decay_follows_its_cosine_and_spares_the_no_decay_group():
+    from vitedu.train.engine import Objective, cosine
+
+    class NoGradient(Objective):  # zero gradients: AdamW's only change is the decoupled decay w <- w (1 - lr wd)
+        def __call__(self, model, batch, epoch, ema_model):
+            return (model.weight * 0).sum() + (model.bias * 0).sum(), 1
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    weight, bias = model.weight.detach().clone(), model.bias.detach().clone()
+    config = TrainConfig(epochs=1, batch_size=1, lr=0.1, min_lr=0.1, warmup_epochs=0, weight_decay=0.1,
+                         weight_decay_end=0.5)
+    fit(model, [None] * 4, None, config, objective=NoGradient(), progress=False)
+    expected = weight
+    for step in range(4):
+        expected = expected * (1 - 0.1 * cosine(step, 4, 0.1, 0.5))
+    torch.testing.assert_close(model.weight.detach(), expected, rtol=1e-6, atol=0)
+    assert torch.equal(model.bias.detach(), bias)  # biases are in the no-decay group
+    assert cosine(0, 4, 0.1, 0.5) == pytest.approx(0.1) and cosine(2, 4, 0.1, 0.5) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="weight_decay_end cannot be negative"):
+        config.replace(weight_decay_end=-1.0)
+    with pytest.raises(ValueError, match="ema_decay_end must lie in"):
+        config.replace(ema_decay_end=0.99)  # needs ema_decay
+
+
+def test_clip_each_parameter_bounds_every_gradient_on_its_own():
+    from vitedu.train.engine import clip_each_parameter
+
+    big, small = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    big.grad, small.grad = torch.tensor([3.0, 4.0, 0.0]), torch.tensor([0.3, 0.4])
+    clip_each_parameter([big, small], 1.0)
+    assert big.grad.norm().item() == pytest.approx(1.0, abs=1e-5)
+    assert torch.equal(small.grad, torch.tensor([0.3, 0.4]))  # under the bound: untouched

@@ -11,7 +11,7 @@ CROPS = ("none", "rrc", "src")
 DISTILLATIONS = ("none", "hard", "soft")
 TRAINABLE = ("all", "attention")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-CLIP_MODES = ("norm", "agc")
+CLIP_MODES = ("norm", "agc", "param")  # param: each parameter tensor's norm on its own (DINO's clip_gradients)
 TUPLE_SETTINGS = ("crop_scale", "blur_radius")  # stored as lists in JSON and TOML
 
 
@@ -29,6 +29,7 @@ class TrainConfig:
     # optimiser
     optimizer: str = "adamw"
     weight_decay: float = 0.05
+    weight_decay_end: float | None = None  # cosine from weight_decay to this over training, per step (DINO 0.04 -> 0.4)
     momentum: float = 0.9  # sgd only
     grad_clip: float | None = None
     clip_mode: str = "norm"  # "agc": adaptive gradient clipping (LeViT), grad_clip is then the clip factor
@@ -56,6 +57,7 @@ class TrainConfig:
     layer_scale: float | None = None  # LayerScale init value; None: the model's default
     # the rest of the run
     ema_decay: float | None = None
+    ema_decay_end: float | None = None  # cosine from ema_decay to this, per step (DINO's teacher: 0.996 -> 1)
     amp: str = "auto"  # auto: bf16/fp16 autocast on CUDA, fp32 on CPU
     distillation: str = "none"
     distillation_alpha: float = 0.5
@@ -80,6 +82,11 @@ class TrainConfig:
             raise ValueError("warmup_epochs and weight_decay cannot be negative.")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in (0, 1), got {self.ema_decay}.")
+        if self.ema_decay_end is not None and (self.ema_decay is None or not 0 < self.ema_decay_end <= 1):
+            raise ValueError(f"ema_decay_end must lie in (0, 1] and needs ema_decay, got {self.ema_decay_end} "
+                             f"(ema_decay {self.ema_decay}).")
+        if self.weight_decay_end is not None and self.weight_decay_end < 0:
+            raise ValueError(f"weight_decay_end cannot be negative, got {self.weight_decay_end}.")
         for name in TUPLE_SETTINGS:
             low, high = getattr(self, name)
             if not 0 <= low <= high:

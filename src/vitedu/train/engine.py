@@ -4,6 +4,8 @@ One epoch is: for each batch, Mixup/CutMix (if the recipe uses them), forward un
 mixed precision), the recipe's loss (CE, BCE, with distillation), backward, clipping, an optimizer step (AdamW,
 LAMB or SGD), the warm-up + cosine schedule, an EMA update; then evaluation, a line in the JSON-lines log, a
 checkpoint, and the callbacks. Settings come from a ``TrainConfig`` (see ``vitedu.train.recipes`` for the papers').
+A run whose loss is not supervised (DINO) passes an :class:`Objective`, which replaces the Mixup-forward-loss part of
+the step; everything else, checkpoints and resuming included, stays the same.
 
 Resuming: with ``output_dir`` the run writes checkpoints (every ``checkpoint_every`` steps and at the end of each
 epoch); ``fit(..., resume=True)`` continues from the newest. Batches, augmentations and every RNG draw continue as if
@@ -61,6 +63,43 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, lr: float, min
         return warmup_lr + (lr - warmup_lr) * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def cosine(step: int, total_steps: int, start: float, end: float) -> float:
+    """``start`` at step 0, following half a cosine to ``end`` at ``total_steps`` (DINO's cosine_scheduler without
+    warm-up, used for its weight decay and teacher momentum)."""
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * step / total_steps))
+
+
+class Objective:
+    """What one training step minimises, when it is not the supervised loss of ``config`` (e.g. DINO's).
+
+    ``fit`` calls ``objective(model, batch, epoch, ema_model)`` inside autocast, with the loader's raw batch and the
+    EMA copy of the model (None without an EMA: DINO's teacher is that EMA), and expects ``(loss, samples in the
+    batch)``. ``after_backward(model, epoch)`` runs between ``backward()`` and clipping; ``state_dict`` /
+    ``load_state_dict`` hold the objective's own state (DINO's centre), which checkpoints save and resume restores.
+    """
+
+    def __call__(self, model: nn.Module, batch, epoch: int, ema_model: nn.Module | None) -> tuple[torch.Tensor, int]:
+        raise NotImplementedError
+
+    def after_backward(self, model: nn.Module, epoch: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def clip_each_parameter(parameters: Iterable[nn.Parameter], max_norm: float) -> None:
+    """Scale each parameter's gradient to norm at most ``max_norm`` on its own (DINO's utils.clip_gradients)."""
+    for p in parameters:
+        if p.grad is not None:
+            scale = max_norm / (p.grad.norm() + 1e-6)
+            if scale < 1:
+                p.grad.mul_(scale)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -170,7 +209,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         config: TrainConfig | None = None, *, teacher: nn.Module | None = None, device: torch.device | str = "cpu",
         output_dir: str | Path | None = None, resume: bool = False, checkpoint_every: int | None = None,
         callbacks: Sequence[Callback] = (), log_path: str | Path | None = None, desc: str = "training",
-        progress: bool = True, eval_every: int = 1, **settings) -> History:
+        progress: bool = True, eval_every: int = 1, objective: Objective | None = None, **settings) -> History:
     """Train ``model`` with ``config`` (and any single ``settings`` changed, e.g. ``epochs=3, lr=1e-3``).
 
     - ``teacher``: the teacher of a distillation recipe (``config.distillation`` "hard" or "soft").
@@ -182,6 +221,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     - ``eval_every``: evaluate after every this many epochs (and after the last one); the epochs between have no
       ``val_*`` entries.
     - ``progress``: one tqdm bar per epoch (also off with ``TQDM_DISABLE=1`` and on processes other than rank 0).
+    - ``objective``: the loss of each step when it is not the supervised one (an :class:`Objective`, e.g.
+      ``vitedu.ssl.dino.DINOObjective``); the loader's batches then go to it as they are.
     Returns the History; the model ends on ``device`` with its final (not EMA) weights.
     """
     from .losses import make_criterion, make_mixup
@@ -197,6 +238,9 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = int(config.warmup_epochs * steps_per_epoch)
 
+    if objective is not None and (config.uses_mixup or config.distillation != "none"):
+        raise ValueError("Mixup/CutMix and distillation belong to the supervised loss: turn them off (mixup_alpha=0, "
+                         "cutmix_alpha=0, distillation='none') when training with an objective.")
     model.to(device)
     set_trainable(model, config.trainable)
     if config.distillation != "none":
@@ -212,6 +256,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     mixup = make_mixup(config, num_classes) if config.uses_mixup else None
     criterion = make_criterion(config, teacher)
     optimizer = make_optimizer(model, config)
+    decayed = [i for i, group in enumerate(optimizer.param_groups) if group["weight_decay"] > 0]  # by index:
+    # loading an optimizer's state (resume) replaces its group dicts
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate(
         s, total_steps, warmup_steps, config.lr, config.min_lr, config.warmup_lr) / config.lr)
     ema = EMA(model, config.ema_decay) if config.ema_decay else None
@@ -244,6 +290,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         schedule.load_state_dict(state["schedule"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
+        if objective is not None:
+            objective.load_state_dict(state.get("objective", {}))
         epoch, step, global_step, partial = state["epoch"], state["step"], state["global_step"], state["partial"]
         history = History(list(state["history"]), list(state["step_losses"]))
         if step and not hasattr(train_loader, "iter_from"):
@@ -263,7 +311,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
             state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                      "scaler": scaler.state_dict() if scaler is not None else {}, "rng": checkpoint.rng_state(),
                      "epoch": epoch_, "step": step_, "global_step": global_step, "partial": dict(partial),
-                     "history": history.epochs, "step_losses": history.step_losses}
+                     "history": history.epochs, "step_losses": history.step_losses,
+                     "objective": objective.state_dict() if objective is not None else {}}
             checkpoint.save(output_dir, model=model, ema=ema.module if ema else None, state=state, meta=meta)
         if world > 1:
             dist.barrier()
@@ -274,27 +323,38 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         quiet = {"disable": True} if rank != 0 or not progress else {}  # else tqdm's default: TQDM_DISABLE applies
         bar = tqdm(total=steps_per_epoch, initial=step, desc=f"{desc} {epoch + 1}/{config.epochs}",
                    dynamic_ncols=True, **quiet)
-        for x, y in _batches(train_loader, epoch, step):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            targets = y
-            if mixup is not None:
-                if len(x) % 2:  # Mixup pairs each image with another: drop the odd one out
-                    x, y = x[:-1], y[:-1]
-                x, targets = mixup(x, y)
+        for batch in _batches(train_loader, epoch, step):
+            if config.weight_decay_end is not None:
+                for i in decayed:
+                    optimizer.param_groups[i]["weight_decay"] = cosine(global_step, total_steps, config.weight_decay,
+                                                   config.weight_decay_end)
             with torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
-                outputs = train_model(x)
-                loss = criterion(x, outputs, targets)
+                if objective is not None:
+                    loss, samples = objective(train_model, batch, epoch, ema.module if ema else None)
+                else:
+                    x, y = (t.to(device, non_blocking=True) for t in batch)
+                    targets = y
+                    if mixup is not None:
+                        if len(x) % 2:  # Mixup pairs each image with another: drop the odd one out
+                            x, y = x[:-1], y[:-1]
+                        x, targets = mixup(x, y)
+                    outputs = train_model(x)
+                    loss, samples = criterion(x, outputs, targets), len(y)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
             else:
                 loss.backward()
+            if objective is not None:
+                objective.after_backward(model, epoch)
             if config.grad_clip is not None:
                 if config.clip_mode == "agc":
                     from timm.utils import adaptive_clip_grad
 
                     adaptive_clip_grad(model.parameters(), config.grad_clip)
+                elif config.clip_mode == "param":
+                    clip_each_parameter(model.parameters(), config.grad_clip)
                 else:
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             if scaler is not None:
@@ -304,6 +364,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
                 optimizer.step()
             schedule.step()
             if ema is not None:
+                if config.ema_decay_end is not None:
+                    ema.decay = cosine(global_step, total_steps, config.ema_decay, config.ema_decay_end)
                 ema.update(model)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
@@ -311,8 +373,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
                 raise FloatingPointError(f"loss became {loss_value} at epoch {epoch + 1}, step {step}: lower the "
                                          f"learning rate ({config.lr}) or enable gradient clipping (grad_clip=1.0).")
             history.step_losses.append(loss_value)
-            partial["loss_sum"] += loss_value * len(y)
-            partial["seen"] += len(y)
+            partial["loss_sum"] += loss_value * samples
+            partial["seen"] += samples
             step += 1
             global_step += 1
             bar.set_postfix(loss=f"{partial['loss_sum'] / partial['seen']:.3f}", refresh=False)
