@@ -17,21 +17,30 @@ import torch.nn.functional as F
 from .dino import MultiCropWrapper, backbone_features
 
 
-def _check_features(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor) -> None:
+def check_features(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                   test_labels: torch.Tensor | None = None) -> None:
+    """The shared input check of the k-NN and the linear probe: 2-D features of one dimension, one integer class
+    index per feature (``test_labels`` only where the caller has them), at least one training feature. Raises
+    ValueError saying what to fix; returns None."""
     if train_features.ndim != 2 or test_features.ndim != 2:
         raise ValueError(f"features must be 2-D (N, D), got train {tuple(train_features.shape)} and test "
                          f"{tuple(test_features.shape)}: flatten them, e.g. features.flatten(1).")
     if train_features.shape[1] != test_features.shape[1]:
         raise ValueError(f"train and test features must have the same dimension, got {train_features.shape[1]} and "
                          f"{test_features.shape[1]}: extract both with the same model.")
-    if train_labels.ndim != 1 or len(train_labels) != len(train_features):
-        raise ValueError(f"train_labels must have shape ({len(train_features)},), one class index per training "
-                         f"feature, got {tuple(train_labels.shape)}.")
-    if train_labels.dtype.is_floating_point or train_labels.dtype == torch.bool:
-        raise ValueError(f"train_labels must be integer class indices, got dtype {train_labels.dtype}: "
-                         "use labels.long().")
+    labelled = [("train", train_features, train_labels)]
+    if test_labels is not None:
+        labelled.append(("test", test_features, test_labels))
+    for name, features, labels in labelled:
+        if labels.ndim != 1 or len(labels) != len(features):
+            raise ValueError(f"{name}_labels must have shape ({len(features)},), one class index per "
+                             f"{'training' if name == 'train' else 'test'} feature, got {tuple(labels.shape)}.")
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError(f"{name}_labels must be integer class indices, got dtype {labels.dtype}: "
+                             "use labels.long().")
     if len(train_features) == 0:
-        raise ValueError("there are no training features: the k-NN memory bank is empty.")
+        raise ValueError("there are no training features: the k-NN memory bank (or the probe's training set) is "
+                         "empty.")
 
 
 @torch.no_grad()
@@ -43,7 +52,7 @@ def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, test_fe
     device of ``train_features``. Returns a float tensor (N_test, num_classes); ``num_classes`` defaults to
     max(train_labels) + 1."""
     train_labels = torch.as_tensor(train_labels)
-    _check_features(train_features, train_labels, test_features)
+    check_features(train_features, train_labels, test_features)
     if not 1 <= k <= len(train_features):
         raise ValueError(f"k={k} must lie in [1, {len(train_features)}] (the number of training features): lower k "
                          "or use more training images.")

@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .knn import check_features
+
 
 def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                  test_labels: torch.Tensor, epochs: int = 100, lr: float = 0.001, weight_decay: float = 0.0,
@@ -28,18 +30,7 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     Returns ``(top-1 test accuracy in [0, 1], the trained nn.Linear)``.
     """
     train_labels, test_labels = torch.as_tensor(train_labels), torch.as_tensor(test_labels)
-    if train_features.ndim != 2 or test_features.ndim != 2:
-        raise ValueError(f"features must be 2-D (N, D), got train {tuple(train_features.shape)} and test "
-                         f"{tuple(test_features.shape)}: flatten them, e.g. features.flatten(1).")
-    if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(f"train and test features must have the same dimension, got {train_features.shape[1]} and "
-                         f"{test_features.shape[1]}: extract both with the same model.")
-    for name, feats, labels in (("train", train_features, train_labels), ("test", test_features, test_labels)):
-        if labels.shape != (len(feats),):
-            raise ValueError(f"{name}_labels must have shape ({len(feats)},), one per {name} feature, got "
-                             f"{tuple(labels.shape)}.")
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise ValueError(f"{name}_labels must be integer class indices, got dtype {labels.dtype}: use .long().")
+    check_features(train_features, train_labels, test_features, test_labels)
     if len(train_features) == 0 or len(test_features) == 0:
         raise ValueError("linear_probe needs at least one train and one test feature.")
     if epochs < 1 or batch_size < 1 or lr <= 0:
