@@ -8,12 +8,11 @@ recipes run twice: at the paper's regularisation strength and at ``Config.streng
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ..budget import Budget
 from ..train import TrainConfig
-from .recipe_study import StudyData, ledger_rows, plain_config, recipe_at, run_study, summarize
+from .recipe_study import StudyData, plain_config, recipe_at, run_reference
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,4 @@ def variants(cfg: Config, budget: Budget) -> dict[str, TrainConfig]:
 def run(budget: Budget, device="cpu") -> dict:
     """The chapter's study, as stored in the ledger: per-variant summaries (final model and EMA) and every run."""
     cfg = config(budget)
-    start = time.perf_counter()
-    runs = run_study(cfg.model, variants(cfg, budget), cfg.data, cfg.seeds, device=device,
-                     num_workers=cfg.num_workers, eval_every=cfg.eval_every)
-    return {"config": asdict(cfg), "summary": summarize(runs), "ema_summary": summarize(runs, "ema_val_acc"),
-            "runs": ledger_rows(runs), "seconds": time.perf_counter() - start}
+    return run_reference(cfg, variants(cfg, budget), device)

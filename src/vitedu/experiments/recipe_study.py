@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -134,6 +134,20 @@ def run_study(model_name: str, variants: dict[str, TrainConfig], data: StudyData
     return [train_variant(model_name, config, prepared, seed=seed, name=name, device=device, num_workers=num_workers,
                           eval_every=eval_every)
             for seed in seeds for name, config in variants.items()]
+
+
+def run_reference(cfg, variants: dict[str, TrainConfig], device="cpu") -> dict:
+    """A chapter's study as ``vitedu reproduce`` stores it: ``cfg`` (a chapter's Config with model, data, seeds,
+    num_workers, eval_every), per-variant summaries (and of the EMA where the recipes keep one), every run without
+    its model, and the wall time."""
+    start = time.perf_counter()
+    runs = run_study(cfg.model, variants, cfg.data, cfg.seeds, device=device, num_workers=cfg.num_workers,
+                     eval_every=cfg.eval_every)
+    record = {"config": asdict(cfg), "summary": summarize(runs)}
+    ema = summarize(runs, "ema_val_acc")
+    if ema:
+        record["ema_summary"] = ema
+    return {**record, "runs": ledger_rows(runs), "seconds": time.perf_counter() - start}
 
 
 def summarize(runs: list[dict], key: str = "val_acc") -> list[dict]:

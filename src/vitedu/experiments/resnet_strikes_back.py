@@ -8,8 +8,7 @@ A2 with cross-entropy instead of BCE. Learning rates are ``recipe_study.SMALL_SC
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from ..budget import Budget
 from ..data.loader import TensorLoader
 from ..train import TrainConfig, evaluate, get_recipe
-from .recipe_study import StudyData, ledger_rows, prepare, recipe_at, run_study, summarize, train_variant
+from .recipe_study import StudyData, prepare, recipe_at, run_reference, train_variant
 
 PROCEDURES = {"torchvision": "torchvision_legacy", "A3": "rsb_a3", "A2": "rsb_a2", "A1": "rsb_a1"}
 
@@ -83,10 +82,7 @@ def train_low_test_high(cfg: Config, budget: Budget, train_size: int = 20, test_
 
 
 def run(budget: Budget, device="cpu") -> dict:
-    """The chapter's study, as stored in the ledger: per-variant summaries and every run."""
+    """The chapter's study, as stored in the ledger: per-variant summaries, every run, and each procedure's epochs."""
     cfg = config(budget)
-    start = time.perf_counter()
-    runs = run_study(cfg.model, variants(cfg, budget), cfg.data, cfg.seeds, device=device,
-                     num_workers=cfg.num_workers, eval_every=cfg.eval_every)
-    return {"config": asdict(cfg), "epochs": {short: cfg.epochs(name) for short, name in PROCEDURES.items()},
-            "summary": summarize(runs), "runs": ledger_rows(runs), "seconds": time.perf_counter() - start}
+    record = run_reference(cfg, variants(cfg, budget), device)
+    return {**record, "epochs": {short: cfg.epochs(name) for short, name in PROCEDURES.items()}}
