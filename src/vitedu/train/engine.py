@@ -61,14 +61,14 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, lr: float, min
     """The learning rate at ``step``: linear warm-up from ``warmup_lr`` to ``lr``, then a cosine decay to ``min_lr``."""
     if step < warmup_steps:
         return warmup_lr + (lr - warmup_lr) * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    decay_steps = max(1, total_steps - warmup_steps)
+    return cosine(min(step - warmup_steps, decay_steps), decay_steps, lr, min_lr)
 
 
 def cosine(step: int, total_steps: int, start: float, end: float) -> float:
-    """``start`` at step 0, following half a cosine to ``end`` at ``total_steps`` (DINO's cosine_scheduler without
-    warm-up, used for its weight decay and teacher momentum)."""
-    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * step / total_steps))
+    """``start`` at step 0, following half a cosine to ``end`` at ``total_steps`` (the decay of ``learning_rate``;
+    DINO's cosine_scheduler without warm-up, used for its weight decay and teacher momentum)."""
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * (step / total_steps)))
 
 
 class Objective:
