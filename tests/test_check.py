@@ -88,3 +88,136 @@ def test_mixup_and_lr_scaling_checks():
 
     assert check.lr_scaling(rule)
     assert not check.lr_scaling(lambda opt, lr, b, ref: lr * b / ref)
+
+
+def _mass_student(maps, mass, *, strict=True, include_crossing=True, normalise=True, per_map=True):
+    """A student's mass mask, right by default; each switch is one of the usual mistakes."""
+    import torch
+
+    flat = maps.flatten(-2) if per_map else maps.reshape(-1)
+    values, order = flat.sort(dim=-1, descending=True)
+    cumulative = values.cumsum(-1)
+    threshold = mass * (cumulative[..., -1:] if normalise else 1.0)
+    ranked = cumulative - values if include_crossing else cumulative
+    keep = ranked < threshold if strict else ranked <= threshold
+    return torch.zeros_like(keep).scatter(-1, order, keep).reshape(maps.shape)
+
+
+def _mass_official(maps, mass):
+    """The official visualize_attention.py way: ascending sort, keep where the ascending cumsum exceeds 1 - mass."""
+    import torch
+
+    flat = maps.flatten(-2)
+    flat = flat / flat.sum(-1, keepdim=True)
+    values, order = flat.sort(dim=-1)
+    keep = values.cumsum(-1) > 1 - mass
+    return torch.zeros_like(keep).scatter(-1, order, keep).reshape(maps.shape)
+
+
+def test_mass_mask_check():
+    from vitedu.viz.segmentation import mass_mask
+
+    assert check.mass_mask(mass_mask)
+    assert check.mass_mask(_mass_student)
+    assert check.mass_mask(_mass_official)
+    dtype = check.mass_mask(lambda m, mass: _mass_student(m, mass).float())
+    assert not dtype and "bool" in dtype.message
+    shape = check.mass_mask(lambda m, mass: _mass_student(m, mass).flatten(-2))
+    assert not shape and "shape" in shape.message
+    too_many = check.mass_mask(lambda m, mass: _mass_student(m, mass, strict=False))
+    assert not too_many and "too many" in too_many.message and "exactly 0.75" in too_many.message
+    too_few = check.mass_mask(lambda m, mass: _mass_student(m, mass, include_crossing=False))
+    assert not too_few and "too few" in too_few.message
+    too_few_inclusive = check.mass_mask(lambda m, mass: _mass_student(m, mass, include_crossing=False, strict=False))
+    assert not too_few_inclusive and "too few" in too_few_inclusive.message
+    unnormalised = check.mass_mask(lambda m, mass: _mass_student(m, mass, normalise=False))
+    assert not unnormalised and "own total" in unnormalised.message
+    whole_batch = check.mass_mask(lambda m, mass: _mass_student(m, mass, per_map=False))
+    assert not whole_batch and "each (g, g) map on its own" in whole_batch.message
+    raised = check.mass_mask(lambda m, mass: m.sort(dim=(-2, -1)))
+    assert not raised and "raised TypeError" in raised.message
+
+
+def test_jaccard_check():
+    import torch
+
+    from vitedu.viz.segmentation import jaccard
+
+    def correct(pred, target):
+        inter, union = (pred & target).sum((-2, -1)), (pred | target).sum((-2, -1))
+        return torch.where(union == 0, 1.0, inter / union.clamp(min=1))
+
+    assert check.jaccard(jaccard)
+    assert check.jaccard(correct)
+    whole = check.jaccard(lambda p, t: (p & t).sum() / (p | t).sum())
+    assert not whole and "per image" in whole.message
+    whole_broadcast = check.jaccard(lambda p, t: ((p & t).sum() / (p | t).sum()).expand(len(p)))
+    assert not whole_broadcast and "per image" in whole_broadcast.message
+    precision = check.jaccard(lambda p, t: (p & t).sum((-2, -1)) / p.sum((-2, -1)))
+    assert not precision and "precision" in precision.message
+    recall = check.jaccard(lambda p, t: (p & t).sum((-2, -1)) / t.sum((-2, -1)))
+    assert not recall and "recall" in recall.message
+    floor = check.jaccard(lambda p, t: (p & t).sum((-2, -1)) // (p | t).sum((-2, -1)))
+    assert not floor and "true division" in floor.message
+    floor_float = check.jaccard(lambda p, t: ((p & t).sum((-2, -1)) // (p | t).sum((-2, -1))).float())
+    assert not floor_float and "true division" in floor_float.message
+    nan_when_empty = check.jaccard(lambda p, t: (p & t).sum((-2, -1)) / (p | t).sum((-2, -1)))
+    assert not nan_when_empty and "0/0 as 1" in nan_when_empty.message
+    zero_when_empty = check.jaccard(lambda p, t: (p & t).sum((-2, -1)) / (p | t).sum((-2, -1)).clamp(min=1))
+    assert not zero_when_empty and "0/0 as 1" in zero_when_empty.message
+    raised = check.jaccard(lambda p, t: (p * 1.0) & t)
+    assert not raised and "raised NotImplementedError" in raised.message
+
+
+def _dino_student(s, t, c, tau_s, tau_t, *, same_view=False, centering=True, sharpen=True, log=True, pair_mean=True):
+    """A student's DINO loss, right by default; each switch is one of the usual mistakes."""
+    import torch.nn.functional as F
+
+    B = len(t) // 2
+    student = (F.log_softmax if log else F.softmax)(s / tau_s, dim=-1).chunk(len(s) // B)
+    teacher = F.softmax(((t - c) if centering else t) / (tau_t if sharpen else 1.0), dim=-1).chunk(2)
+    terms = [-(q * p).sum(-1).mean() for iq, q in enumerate(teacher) for v, p in enumerate(student)
+             if same_view or v != iq]
+    return sum(terms) / (len(terms) if pair_mean else 1)
+
+
+def test_dino_loss_check():
+    from vitedu.ssl.dino import DINOLoss
+
+    def with_the_module(s, t, c, tau_s, tau_t):
+        loss = DINOLoss(s.shape[1], len(s) // (len(t) // 2), epochs=1, warmup_teacher_temp=tau_t, teacher_temp=tau_t,
+                        warmup_teacher_temp_epochs=0, student_temp=tau_s)
+        loss.center.copy_(c)
+        return loss(s, t, 0)
+
+    assert check.dino_loss(_dino_student)
+    assert check.dino_loss(with_the_module)
+    assert check.dino_loss(lambda *args: _dino_student(*args).item())  # a float is one number too
+    mistakes = {
+        "same view": dict(same_view=True), "not centred": dict(centering=False),
+        "not sharpened": dict(sharpen=False), "log-probabilities": dict(log=False), "summed over the pairs":
+        dict(pair_mean=False),
+    }
+    for hint, switch in mistakes.items():
+        result = check.dino_loss(lambda *args, switch=switch: _dino_student(*args, **switch))
+        assert not result and hint in result.message, (hint, result)
+    swapped = check.dino_loss(lambda s, t, c, tau_s, tau_t: _dino_student(s, t, c, tau_t, tau_s))
+    assert not swapped and "swapped" in swapped.message
+    four_views_only = check.dino_loss(lambda s, t, c, tau_s, tau_t: _dino_student(s[:4 * (len(t) // 2)], t, c, tau_s,
+                                                                                   tau_t))
+    assert not four_views_only and "from the shapes" in four_views_only.message
+    per_image = check.dino_loss(lambda s, t, c, tau_s, tau_t: -(((t - c) / tau_t).softmax(-1)
+                                                                * (s[:len(t)] / tau_s).log_softmax(-1)).sum(-1))
+    assert not per_image and "one number" in per_image.message
+    raised = check.dino_loss(lambda s, t, c, tau_s, tau_t: s @ t)
+    assert not raised and "raised RuntimeError" in raised.message
+
+
+def test_every_check_reports_a_raising_answer():
+    def fails(*args):
+        raise ValueError("boom")
+
+    for exercise in (check.patchify, check.attention, check.bce_loss, check.solarize, check.mixup, check.lr_scaling,
+                     check.mass_mask, check.jaccard, check.dino_loss):
+        result = exercise(fails)
+        assert not result and "raised ValueError: boom" in result.message, exercise.__name__

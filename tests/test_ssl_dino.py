@@ -1,6 +1,7 @@
 """DINO building blocks (vitedu.ssl) against direct, loop-based implementations of the paper's and official code's
 formulas (facebookresearch/dino: main_dino.py, utils.py, vision_transformer.py, eval_knn.py)."""
 
+import json
 import math
 
 import numpy as np
@@ -219,6 +220,11 @@ def test_a_dino_run_resumes_to_the_same_student_teacher_and_centre(tmp_path):
         assert torch.equal(a, b), name
     assert torch.equal(whole_objective.loss.center, parts_objective.loss.center)
     assert whole_objective.loss.center.abs().sum() > 0  # the centre moved, so resuming had to restore it
+    logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+            for run in ("whole", "parts")]
+    for whole_epoch, parts_epoch in zip(*logs, strict=True):  # the collapse metrics survive the interruption
+        assert whole_epoch["teacher_entropy"] == parts_epoch["teacher_entropy"] > 0
+        assert whole_epoch["kl"] == parts_epoch["kl"]
     teachers = [load_file(tmp_path / run / "ema.safetensors") for run in ("whole", "parts")]
     assert teachers[0].keys() == teachers[1].keys() and all(torch.equal(teachers[0][k], teachers[1][k])
                                                             for k in teachers[0])

@@ -128,7 +128,7 @@ def bce_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> CheckR
     labels, partners = torch.tensor([0, 1, 2, 3, 4, 0]), torch.tensor([0, 3, 2, 1, 0, 4])
     targets = 0.7 * F.one_hot(labels, 5).float() + 0.3 * F.one_hot(partners, 5).float()
     got, error = _call(name, fn, logits, targets)
-    if error:
+    if error is not None:
         return error
     want = BinaryCrossEntropy(target_threshold=0.0)(logits, targets)
     got = torch.as_tensor(got, dtype=want.dtype)
@@ -156,7 +156,7 @@ def solarize(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> CheckResult:
     image = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     for threshold in (128, 200):
         got, error = _call(name, fn, image.clone(), threshold)
-        if error:
+        if error is not None:
             return error
         pil = Image.fromarray(image.permute(1, 2, 0).numpy())
         want = torch.from_numpy(np.asarray(ImageOps.solarize(pil, threshold))).permute(2, 0, 1)
@@ -194,7 +194,7 @@ def mixup(fn: Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, 
     x = torch.randn(4, 1, 3, 3, generator=generator)
     y = F.one_hot(torch.tensor([0, 1, 2, 1]), 3).float()
     got, error = _call(name, fn, x.clone(), y.clone(), 0.7)
-    if error:
+    if error is not None:
         return error
     if not isinstance(got, tuple) or len(got) != 2:
         return CheckResult(name, False, "return a pair (mixed images, mixed targets).")
@@ -215,9 +215,222 @@ def lr_scaling(fn: Callable[[str, float, int, int], float]) -> CheckResult:
     cases = [("sgd", 0.1, 64, 256, 0.025), ("adamw", 1e-3, 2048, 1024, 2e-3), ("lamb", 4e-3, 128, 2048, 1e-3)]
     for optimizer, lr, batch, reference, want in cases:
         got, error = _call(name, fn, optimizer, lr, batch, reference)
-        if error:
+        if error is not None:
             return error
         if not isinstance(got, (int, float)) or not math.isclose(got, want, rel_tol=1e-6):
             return CheckResult(name, False, f"{optimizer}, lr {lr} at batch {reference} -> batch {batch}: expected "
                                f"{want:g}, got {got}. Linear: lr * b / B; LAMB: lr * sqrt(b / B).")
     return CheckResult(name, True, "linear for SGD and AdamW, square root for LAMB.")
+
+
+def _keep_by_mass(maps: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
+    """Patches of each (g, g) map, by decreasing value, kept while the mass ranked above them is < ``threshold``
+    (an absolute amount, broadcast against (..., 1)). Returns a bool tensor shaped like ``maps``."""
+    values, order = maps.flatten(-2).double().sort(dim=-1, descending=True, stable=True)
+    keep = (values.cumsum(-1) - values) < threshold
+    return torch.zeros_like(keep).scatter(-1, order, keep).reshape(maps.shape)
+
+
+def mass_mask(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult:
+    """Exercise (DINO, fig. 4): ``fn(maps (..., g, g) non-negative float, mass) -> bool tensor shaped like maps``:
+    for each (g, g) map on its own, the smallest set of patches whose attention sums to at least ``mass`` of that
+    map's total. Sorted by decreasing attention, a patch is kept while the patches ranked above it hold less than
+    ``mass * total``, so the patch that crosses the threshold is kept and one that would come after an exact hit is
+    not (``vitedu.viz.segmentation.mass_mask``)."""
+    from .viz.segmentation import mass_mask as reference
+
+    name = "mass mask"
+    generator = torch.Generator().manual_seed(0)
+
+    def peaked(*shape: int, total) -> torch.Tensor:  # like attention: a few large entries, many small ones
+        maps = torch.rand(*shape, generator=generator) ** 3
+        return maps / maps.sum((-2, -1), keepdim=True) * total
+
+    # Dyadic values (multiples of 1/128) add up exactly: the three largest hold exactly 0.75 of the total.
+    exact = (torch.tensor([40.0, 30, 26, 17, 5, 4, 3, 2, 1])[torch.randperm(9, generator=generator)] / 128).reshape(3, 3)
+    batch_totals = 0.5 + 0.5 * torch.rand(2, 3, 1, 1, generator=generator)
+    batch = peaked(2, 3, 5, 5, total=batch_totals)
+    cases = [
+        (peaked(6, 6, total=1.0), 0.6, "a (6, 6) map summing to 1"),
+        (peaked(6, 6, total=1.0), 0.9, "a (6, 6) map summing to 1"),
+        (exact, 0.75, "a (3, 3) map whose three largest patches hold exactly 0.75"),
+        (peaked(6, 6, total=0.7), 0.6, "a (6, 6) map summing to 0.7 (a class token's row over the patches)"),
+        (batch, 0.6, "a batch of (B=2, heads=3, 5, 5) maps, each with its own total"),
+        (batch, 0.9, "a batch of (B=2, heads=3, 5, 5) maps, each with its own total"),
+    ]
+    for maps, mass, description in cases:
+        got, error = _call(name, fn, maps.clone(), mass)
+        if error is not None:
+            return error
+        where = f"on {description}, mass {mass}"
+        if not isinstance(got, torch.Tensor):
+            return CheckResult(name, False, f"return a torch.Tensor, not {type(got).__name__}.")
+        if got.shape != maps.shape:
+            return CheckResult(name, False, f"{where}: shape {tuple(got.shape)}, expected {tuple(maps.shape)}, the "
+                               "shape of maps (one True/False per patch; flatten(-2) to sort, then reshape back).")
+        if got.dtype != torch.bool:
+            return CheckResult(name, False, f"return a bool mask (torch.bool), got {got.dtype}: the comparison "
+                               "itself is bool, or convert with .bool().")
+        want = reference(maps, mass)
+        if torch.equal(got, want):
+            continue
+        differ = f"{int((got != want).sum())} of {got.numel()} patches differ {where}"
+        if torch.equal(got, _keep_by_mass(maps, mass)):
+            return CheckResult(name, False, f"{differ}: you compared with mass itself; measure it against each "
+                               "map's own total (threshold mass * map.sum()), since a class token's attention over "
+                               "the patches sums to less than 1.")
+        extra = (got & ~want).flatten(-2).sum(-1)
+        missing = (want & ~got).flatten(-2).sum(-1)
+        if missing.sum() == 0 and extra.max() == 1:
+            return CheckResult(name, False, f"one patch too many {where}: once the patches ranked above reach "
+                               "mass * total exactly, the set is complete. Keep a patch only while the mass above it "
+                               "is strictly below mass * total (<, not <=).")
+        if extra.sum() == 0 and missing.max() == 1:
+            return CheckResult(name, False, f"one patch too few {where}: keep the patch whose attention carries the "
+                               "sum across mass * total too (compare the mass ranked above a patch, cumsum - value, "
+                               "not the cumulative sum that includes it).")
+        if maps.ndim > 2:
+            return CheckResult(name, False, f"{differ}, though single maps pass: treat each (g, g) map on its own "
+                               "(sort along flatten(-2)'s last dimension and use each map's own total), not the whole "
+                               "batch or all heads together.")
+        return CheckResult(name, False, f"{differ}: sort the patches by decreasing attention, accumulate, and keep "
+                           "those ranked before the cumulative sum reaches mass * total, plus the one that reaches it.")
+    return CheckResult(name, True, "the smallest set of patches holding the mass, map by map, as in DINO's figures.")
+
+
+def jaccard(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> CheckResult:
+    """Exercise (DINO's segmentation score): ``fn(pred bool (B, H, W), target bool (B, H, W)) -> (B,) float``: per
+    image, |pred & target| / |pred | target| (intersection over union), with 0/0 defined as 1: two empty masks agree
+    (``vitedu.viz.segmentation.jaccard``)."""
+    from .viz.segmentation import jaccard as reference
+
+    name = "Jaccard"
+    generator = torch.Generator().manual_seed(0)
+    density = torch.tensor([0.2, 0.4, 0.6, 0.8])[:, None, None]
+    pred = torch.rand(4, 8, 8, generator=generator) < density
+    target = torch.rand(4, 8, 8, generator=generator) < density.flip(0)
+    got, error = _call(name, fn, pred.clone(), target.clone())
+    if error is not None:
+        return error
+    if not isinstance(got, torch.Tensor):
+        return CheckResult(name, False, f"return a torch.Tensor, not {type(got).__name__}.")
+    want = reference(pred, target).double()
+    whole = (pred & target).sum() / (pred | target).sum()
+    if got.numel() == 1 or (got.shape == want.shape and torch.allclose(got.double(), whole.double().expand(4))):
+        return CheckResult(name, False, "one score per image: count the intersection and the union over H and W only "
+                           "(sum over dims (-2, -1)), not over the whole batch. Expected shape (4,).")
+    if got.shape != want.shape:
+        return CheckResult(name, False, f"shape {tuple(got.shape)}, expected {tuple(want.shape)}: one score per image.")
+    if not got.is_floating_point():
+        return CheckResult(name, False, f"the scores are {got.dtype}: the counts of a bool mask are integers; divide "
+                           "them with / (true division), not //, so 0.4 does not become 0.")
+    got = got.double()
+    if torch.allclose(got, want, atol=1e-6):
+        pass
+    elif torch.equal(got, want.floor()):
+        return CheckResult(name, False, "the scores are rounded down to 0 or 1: divide the counts with / (true "
+                           "division), not //.")
+    elif torch.allclose(got, (pred & target).sum((-2, -1)) / pred.sum((-2, -1)).double(), atol=1e-6):
+        return CheckResult(name, False, "that is intersection / |pred| (precision): divide by the union "
+                           "|pred | target| instead.")
+    elif torch.allclose(got, (pred & target).sum((-2, -1)) / target.sum((-2, -1)).double(), atol=1e-6):
+        return CheckResult(name, False, "that is intersection / |target| (recall): divide by the union "
+                           "|pred | target| instead.")
+    else:
+        return CheckResult(name, False, f"got {[round(v, 4) for v in got.tolist()]}, expected "
+                           f"{[round(v, 4) for v in want.tolist()]}: (pred & target).sum((-2, -1)) / "
+                           "(pred | target).sum((-2, -1)).")
+    # Empty masks: both empty, only the prediction empty, neither.
+    pred = torch.stack([torch.zeros(8, 8, dtype=torch.bool), torch.zeros(8, 8, dtype=torch.bool), pred[1]])
+    target = torch.stack([torch.zeros(8, 8, dtype=torch.bool), target[0], target[1]])
+    got, error = _call(name, fn, pred.clone(), target.clone())
+    if error is not None:
+        return CheckResult(name, False, f"{error.message} on a pair of empty masks: define 0/0 as 1, two empty masks "
+                           "agree (e.g. torch.where(union == 0, 1.0, intersection / union.clamp(min=1))).")
+    want = reference(pred, target).double()
+    got = torch.as_tensor(got).double()
+    if got.shape != want.shape or not torch.allclose(got, want, atol=1e-6):
+        return CheckResult(name, False, f"on (empty, empty), (empty, non-empty) and (non-empty, non-empty) pairs: got "
+                           f"{got.tolist()}, expected {[round(v, 4) for v in want.tolist()]}. Define 0/0 as 1: two "
+                           "empty masks agree (torch.where(union == 0, 1.0, intersection / union.clamp(min=1))).")
+    return CheckResult(name, True, "intersection over union per image, with two empty masks in full agreement.")
+
+
+def _dino_loss_variant(student_output: torch.Tensor, teacher_output: torch.Tensor, center: torch.Tensor,
+                       student_temp: float, teacher_temp: float, *, same_view: bool = False, centering: bool = True,
+                       log: bool = True, pair_mean: bool = True, batch_mean: bool = True) -> torch.Tensor:
+    """The DINO loss written out, with switches for the usual mistakes. Returns a scalar."""
+    n_crops = len(student_output) // (len(teacher_output) // 2)
+    student = (student_output / student_temp).log_softmax(-1) if log else (student_output / student_temp).softmax(-1)
+    teacher = ((teacher_output - center if centering else teacher_output) / teacher_temp).softmax(-1)
+    terms = [-(q * p).sum(-1).mean() if batch_mean else -(q * p).sum()
+             for iq, q in enumerate(teacher.chunk(2)) for v, p in enumerate(student.chunk(n_crops))
+             if same_view or v != iq]
+    total = torch.stack(terms).sum()
+    return total / len(terms) if pair_mean else total
+
+
+def dino_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, float], torch.Tensor]) -> CheckResult:
+    """Exercise (DINO, eq. 1-2, Algorithm 1): ``fn(student_output (n_crops * B, K), teacher_output (2 * B, K),
+    center (1, K), student_temp, teacher_temp) -> scalar``. Both outputs are stacked crop-major (rows v*B:(v+1)*B are
+    view v; the teacher's are the 2 global views, the student's views 0 and 1 are the same 2 global views). Teacher:
+    P_t = softmax((t - center) / teacher_temp); student: log P_s = log_softmax(s / student_temp); the loss is the
+    cross-entropy -sum_k P_t log P_s, averaged over the batch for each pair (teacher view iq, student view v != iq),
+    then over the 2 * (n_crops - 1) pairs (``vitedu.ssl.dino.DINOLoss`` at a fixed teacher temperature)."""
+    from .ssl.dino import DINOLoss
+
+    name = "DINO loss"
+    generator = torch.Generator().manual_seed(0)
+    student_temp, teacher_temp = 0.1, 0.04
+    for n_crops, batch, out_dim in ((4, 3, 8), (6, 2, 5)):
+        student = 3 * torch.randn(n_crops * batch, out_dim, generator=generator)
+        teacher = 3 * torch.randn(2 * batch, out_dim, generator=generator)
+        center = torch.randn(1, out_dim, generator=generator)
+        reference = DINOLoss(out_dim, n_crops, epochs=1, warmup_teacher_temp=teacher_temp, teacher_temp=teacher_temp,
+                             warmup_teacher_temp_epochs=0, student_temp=student_temp)
+        reference.center.copy_(center)  # forward updates the centre after computing the loss: this instance is used once
+        want = reference(student, teacher, 0)
+        got, error = _call(name, fn, student.clone(), teacher.clone(), center.clone(), student_temp, teacher_temp)
+        if error is not None:
+            return error
+        try:
+            got = torch.as_tensor(got).detach().to(want.dtype)
+        except (TypeError, RuntimeError, ValueError):
+            return CheckResult(name, False, f"return a scalar tensor, got {type(got).__name__}.")
+        if got.numel() != 1:
+            return CheckResult(name, False, f"return one number, the mean over the pairs of views, got shape "
+                               f"{tuple(got.shape)}.")
+        got = got.reshape(())
+        if torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+            continue
+        if n_crops != 4:
+            return CheckResult(name, False, f"right with 4 views, wrong with {n_crops}: derive B = "
+                               "len(teacher_output) // 2 and n_crops = len(student_output) // B from the shapes.")
+        args = (student, teacher, center, student_temp, teacher_temp)
+        crop_major = [x.reshape(batch, -1, out_dim).transpose(0, 1).reshape(-1, out_dim) for x in (student, teacher)]
+        hints = [
+            (_dino_loss_variant(*args, same_view=True), "you included the pairs where student and teacher see the "
+             "same view: skip v == iq (each teacher view pairs with the n_crops - 1 other views)."),
+            (_dino_loss_variant(*args, centering=False), "the teacher is not centred: subtract center from the "
+             "teacher's output before dividing by teacher_temp."),
+            (_dino_loss_variant(*args[:4], 1.0), "the teacher is not sharpened: divide the centred teacher output by "
+             "teacher_temp before its softmax."),
+            (_dino_loss_variant(student, teacher, center, teacher_temp, student_temp), "the temperatures are swapped: "
+             "student_temp (0.1) divides the student's output, teacher_temp (0.04, sharper) the teacher's."),
+            (_dino_loss_variant(*args, log=False), "the student's term uses softmax: the cross-entropy needs "
+             "log-probabilities, log_softmax(student_output / student_temp)."),
+            (_dino_loss_variant(*args, pair_mean=False), "you summed over the pairs of views: average over them "
+             "(divide by the number of pairs, 2 * (n_crops - 1))."),
+            (_dino_loss_variant(*args, batch_mean=False), "you summed over the batch: take each pair's mean over "
+             "the B images."),
+            (_dino_loss_variant(*crop_major, center, student_temp, teacher_temp), "the views are read image-major: "
+             "the outputs are stacked crop-major, rows v*B:(v+1)*B are view v (use .chunk(n_crops) and .chunk(2))."),
+        ]
+        for variant, hint in hints:
+            if torch.allclose(got, variant.to(want.dtype), rtol=1e-4, atol=1e-5):
+                return CheckResult(name, False, f"got {got.item():.4f}, expected {want.item():.4f}: {hint}")
+        return CheckResult(name, False, f"got {got.item():.4f}, expected {want.item():.4f}. Teacher: softmax((t - "
+                           "center) / teacher_temp); student: log_softmax(s / student_temp); mean over the pairs "
+                           "(iq, v != iq) of the batch mean of -sum(P_t * log P_s).")
+    return CheckResult(name, True, "centred, sharpened teacher against every other view of the student, as in "
+                       "DINO's Algorithm 1.")

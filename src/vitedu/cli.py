@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     trn = sub.add_parser("train", help="train a model with a paper's recipe on an ImageFolder tree (also under "
                                        "torchrun)", description=train_run.DESCRIPTION)
     train_run.add_arguments(trn).set_defaults(func=train_run.run)
+    from .ssl import evaluate as ssl_evaluate
+
+    for command in ssl_evaluate.COMMANDS:  # vitedu knn, vitedu linear: frozen features of a (DINO) backbone
+        ssl_evaluate.add_parser(sub, command)
     lst = sub.add_parser("list", help="list chapters with experiments, and models")
     lst.add_argument("pattern", nargs="?", default="*")
     lst.set_defaults(func=_list)

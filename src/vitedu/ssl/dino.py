@@ -13,6 +13,7 @@ cancel_gradients_last_layer, MultiCropWrapper) and ``vision_transformer.py`` (DI
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from itertools import groupby
@@ -27,9 +28,11 @@ from torchvision import transforms
 
 from ..data.transforms import BICUBIC, _check_mode
 from ..train.engine import Objective
+from .settings import DINOSettings
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+JITTER = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue (main_dino.py DataAugmentationDINO)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -91,25 +94,16 @@ class MultiCropAugmentation:
                  global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  blur_radius: tuple[float, float] = (0.1, 2.0)):
-        if local_crops < 0:
-            raise ValueError(f"local_crops must be >= 0 (the official default is 8), got {local_crops}.")
-        for name, scale in (("global_scale", global_scale), ("local_scale", local_scale)):
-            if not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
-                raise ValueError(f"{name} must be (min, max) with 0 < min <= max <= 1 (fractions of the image area), "
-                                 f"got {scale}.")
-        if len(mean) != len(std) or len(mean) not in (1, 3):
-            raise ValueError(f"mean and std need one value per channel (1 for 'L' images, 3 for RGB), "
-                             f"got {len(mean)} and {len(std)}.")
+        _check_views(local_crops, global_scale, local_scale, mean, std)
         self.global_size, self.local_size, self.local_crops = global_size, local_size, local_crops
         self.mean, self.std = tuple(mean), tuple(std)
         normalize = transforms.Compose([transforms.ToTensor(), transforms.Normalize(self.mean, self.std)])
 
         def pipeline(size: int, scale: tuple[float, float], gray: bool, *extra) -> transforms.Compose:
             if gray:  # saturation, hue and grayscale are no-ops on a 1-channel image
-                colour = [transforms.RandomApply([transforms.ColorJitter(brightness=0.4, contrast=0.4)], p=0.8)]
+                colour = [transforms.RandomApply([transforms.ColorJitter(*JITTER[:2])], p=0.8)]
             else:
-                colour = [transforms.RandomApply([transforms.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2,
-                                                                         hue=0.1)], p=0.8),
+                colour = [transforms.RandomApply([transforms.ColorJitter(*JITTER)], p=0.8),
                           transforms.RandomGrayscale(p=0.2)]
             return transforms.Compose([transforms.RandomResizedCrop(size, scale=scale, interpolation=BICUBIC),
                                        transforms.RandomHorizontalFlip(p=0.5), *colour, *extra, normalize])
@@ -135,6 +129,138 @@ class MultiCropAugmentation:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(global_size={self.global_size}, local_size={self.local_size}, "
                 f"local_crops={self.local_crops})")
+
+
+class BatchMultiCrop:
+    """The views of :class:`MultiCropAugmentation`, computed for a whole batch of same-size images at once.
+
+    For in-memory data sets (Scenes, Fashion-MNIST) on a CPU, where PIL's per-image calls cost more than the model:
+    a ``TensorLoader(..., transform=BatchMultiCrop(...))`` gives the batches ``DINOObjective`` takes. Each image still
+    draws its own crop, flip, jitter factors, grayscale, blur and solarization coins with MultiCropAugmentation's
+    probabilities. Three differences from the PIL pipeline, all for speed: crops are resampled bilinearly (one
+    ``grid_sample`` for crop, flip and resize) instead of bicubically; the jitter is applied in a fixed order
+    (brightness, contrast, saturation, hue) instead of a random one; the hue shift is a rotation of the YIQ
+    chrominance plane instead of a shift in HSV. Randomness: torch's global RNG, which fit's checkpoints save.
+
+    Takes uint8 (B, C, H, W) or float images in [0, 1] (C = 1 or 3); returns ``2 + local_crops`` float tensors
+    (B, C, size, size), normalised with ``mean`` and ``std``.
+    """
+
+    def __init__(self, global_size: int, local_size: int, local_crops: int = 8,
+                 global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 blur_radius: tuple[float, float] = (0.1, 2.0)):
+        _check_views(local_crops, global_scale, local_scale, mean, std)
+        self.global_size, self.local_size, self.local_crops = global_size, local_size, local_crops
+        self.global_scale, self.local_scale, self.blur_radius = global_scale, local_scale, blur_radius
+        self.mean, self.std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        if images.ndim != 4 or images.shape[1] != len(self.mean):
+            raise ValueError(f"expected a batch (B, {len(self.mean)}, H, W) matching mean/std's {len(self.mean)} "
+                             f"channel(s), got shape {tuple(images.shape)}.")
+        x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        g, lo = (self.global_size, self.global_scale), (self.local_size, self.local_scale)
+        views = [self._view(x, *g, blur=1.0, solarize=0.0), self._view(x, *g, blur=0.1, solarize=0.2)]
+        return views + [self._view(x, *lo, blur=0.5, solarize=0.0) for _ in range(self.local_crops)]
+
+    def _view(self, x: torch.Tensor, size: int, scale: tuple[float, float], blur: float, solarize: float):
+        b = len(x)
+        view = resized_crops(x, random_boxes(b, scale), size, flip=torch.rand(b) < 0.5)
+        factors = [torch.empty(b).uniform_(1 - s, 1 + s) for s in JITTER[:3]]
+        hue = torch.empty(b).uniform_(-JITTER[3], JITTER[3])
+        view = torch.where(_per_image(torch.rand(b) < 0.8), colour_jitter(view, *factors, hue), view)
+        if view.shape[1] == 3:
+            view = torch.where(_per_image(torch.rand(b) < 0.2), grayscale(view).expand_as(view), view)
+        view = torch.where(_per_image(torch.rand(b) < blur), gaussian_blur(view, torch.empty(b).uniform_(*self.blur_radius)), view)
+        view = torch.where(_per_image(torch.rand(b) < solarize), torch.where(view >= 0.5, 1 - view, view), view)
+        return (view - self.mean) / self.std
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(global_size={self.global_size}, local_size={self.local_size}, "
+                f"local_crops={self.local_crops})")
+
+
+
+def _per_image(flags: torch.Tensor) -> torch.Tensor:
+    return flags.view(-1, 1, 1, 1)
+
+
+def random_boxes(n: int, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """``n`` random resized crop boxes (x0, y0, w, h) as fractions of the image: area ~ U(scale), log aspect ratio ~
+    U(log ratio), position uniform; a box that does not fit is shrunk to fit (torchvision retries instead)."""
+    area = torch.empty(n).uniform_(*scale)
+    log_ratio = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]))
+    w = (area * log_ratio.exp()).sqrt().clamp(max=1)
+    h = (area / log_ratio.exp()).sqrt().clamp(max=1)
+    return torch.stack([torch.rand(n) * (1 - w), torch.rand(n) * (1 - h), w, h], dim=1)
+
+
+def resized_crops(x: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop each image to its box (x0, y0, w, h, fractions), mirror it where ``flip``, and resample it bilinearly to
+    ``size`` px: one ``grid_sample``. Returns (B, C, size, size)."""
+    x0, y0, w, h = boxes.unbind(1)
+    sign = 1 - 2 * flip.float() if flip is not None else torch.ones_like(w)
+    theta = torch.zeros(len(x), 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = w * sign, 2 * x0 + w - 1  # output [-1, 1] -> input [2 x0 - 1, 2 (x0 + w) - 1]
+    theta[:, 1, 1], theta[:, 1, 2] = h, 2 * y0 + h - 1
+    grid = F.affine_grid(theta.to(x), [len(x), x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601-2 luma of RGB images (as PIL's 'L' conversion), (B, 1, H, W); 1-channel images pass through."""
+    if x.shape[1] == 1:
+        return x
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def colour_jitter(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor,
+                  hue: torch.Tensor) -> torch.Tensor:
+    """torchvision's brightness, contrast and saturation adjustments with one factor per image, then a hue rotation
+    by ``hue`` turns (in [-0.5, 0.5]); saturation and hue only act on RGB images. Returns images in [0, 1]."""
+    def blend(a, b, f):
+        return (f.view(-1, 1, 1, 1) * a + (1 - f.view(-1, 1, 1, 1)) * b).clamp(0, 1)
+
+    x = blend(x, torch.zeros_like(x), brightness)
+    x = blend(x, grayscale(x).mean(dim=(1, 2, 3), keepdim=True), contrast)
+    if x.shape[1] == 1:
+        return x
+    x = blend(x, grayscale(x), saturation)
+    yiq = torch.einsum("ij,bjhw->bihw", _RGB_TO_YIQ.to(x), x)
+    angle = 2 * math.pi * hue.view(-1, 1, 1)
+    i, q = yiq[:, 1], yiq[:, 2]
+    yiq = torch.stack([yiq[:, 0], i * angle.cos() - q * angle.sin(), i * angle.sin() + q * angle.cos()], dim=1)
+    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_RGB_TO_YIQ).to(x), yiq).clamp(0, 1)
+
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with one ``sigma`` (px) per image, kernel radius ceil(3 sigma_max), reflect padding
+    (torchvision's gaussian_blur, per image). Returns (B, C, H, W)."""
+    b, c, h, w = x.shape
+    radius = max(1, math.ceil(3 * float(sigma.max())))
+    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma.to(x).view(-1, 1)) ** 2)
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (B * C, k)
+    out = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(out, kernel.view(b * c, 1, 1, -1), groups=b * c)
+    out = F.conv2d(out, kernel.view(b * c, 1, -1, 1), groups=b * c)
+    return out.view(b, c, h, w)
+
+
+def _check_views(local_crops, global_scale, local_scale, mean, std) -> None:
+    if local_crops < 0:
+        raise ValueError(f"local_crops must be >= 0 (the official default is 8), got {local_crops}.")
+    for name, scale in (("global_scale", global_scale), ("local_scale", local_scale)):
+        if not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+            raise ValueError(f"{name} must be (min, max) with 0 < min <= max <= 1 (fractions of the image area), "
+                             f"got {scale}.")
+    if len(mean) != len(std) or len(mean) not in (1, 3):
+        raise ValueError(f"mean and std need one value per channel (1 for 'L' images, 3 for RGB), "
+                         f"got {len(mean)} and {len(std)}.")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -364,6 +490,8 @@ class DINOObjective(Objective):
 
     def __init__(self, loss: DINOLoss, freeze_last_layer_epochs: int = 1):
         self.loss, self.freeze_last_layer_epochs = loss, freeze_last_layer_epochs
+        self._sums: dict[str, float] = {}  # of the loss's collapse metrics over this epoch's steps
+        self._steps = 0
 
     def __call__(self, model: nn.Module, batch, epoch: int, ema_model: nn.Module | None) -> tuple[torch.Tensor, int]:
         if ema_model is None:
@@ -374,14 +502,40 @@ class DINOObjective(Objective):
         crops = [crop.to(device, non_blocking=True) for crop in crops]
         with torch.no_grad():
             teacher_output = ema_model(crops[:2])  # the teacher sees the global views only
-        return self.loss(model(crops), teacher_output, epoch), len(crops[0])
+        loss = self.loss(model(crops), teacher_output, epoch)
+        for name, value in self.loss.last_metrics.items():
+            self._sums[name] = self._sums.get(name, 0.0) + value.item()
+        self._steps += 1
+        return loss, len(crops[0])
 
     def after_backward(self, model: nn.Module, epoch: int) -> None:
         cancel_last_layer_gradients(model, epoch, self.freeze_last_layer_epochs)
 
+    def epoch_metrics(self) -> dict[str, float]:
+        """The epoch's mean ``teacher_entropy`` and ``kl`` (the collapse study's curves; see
+        ``DINOLoss.collapse_metrics``), then a fresh start for the next epoch. Returns a dict of floats."""
+        means = {name: total / max(1, self._steps) for name, total in self._sums.items()}
+        self._sums, self._steps = {}, 0
+        return means
+
     def state_dict(self) -> dict:
-        return self.loss.state_dict()
+        return {"loss": self.loss.state_dict(), "metric_sums": dict(self._sums), "metric_steps": self._steps}
 
     def load_state_dict(self, state: dict) -> None:
         if state:
-            self.loss.load_state_dict(state)
+            self.loss.load_state_dict(state["loss"])
+            self._sums, self._steps = dict(state["metric_sums"]), state["metric_steps"]
+
+
+def build_dino(backbone: nn.Module, feature_dim: int, settings: DINOSettings, epochs: int
+               ) -> tuple[MultiCropWrapper, DINOObjective]:
+    """The student (``backbone`` under a ``DINOHead`` shaped by ``settings``) and the objective of a DINO run of
+    ``epochs`` epochs; ``feature_dim``: the backbone's feature size. Train with ``fit(student, ..., objective=...)`` and
+    ``ema_decay`` set: the teacher is fit's EMA of the student. Returns (student, objective)."""
+    settings.check(epochs)
+    head = DINOHead(feature_dim, settings.out_dim, settings.hidden_dim, settings.bottleneck_dim, settings.head_layers,
+                    settings.norm_last_layer, settings.use_bn_in_head)
+    loss = DINOLoss(settings.out_dim, settings.n_crops, epochs=epochs, warmup_teacher_temp=settings.warmup_teacher_temp,
+                    teacher_temp=settings.teacher_temp, warmup_teacher_temp_epochs=settings.warmup_teacher_temp_epochs,
+                    student_temp=settings.student_temp, center_momentum=settings.center_momentum)
+    return MultiCropWrapper(backbone, head), DINOObjective(loss, settings.freeze_last_layer)

@@ -76,8 +76,10 @@ class Objective:
 
     ``fit`` calls ``objective(model, batch, epoch, ema_model)`` inside autocast, with the loader's raw batch and the
     EMA copy of the model (None without an EMA: DINO's teacher is that EMA), and expects ``(loss, samples in the
-    batch)``. ``after_backward(model, epoch)`` runs between ``backward()`` and clipping; ``state_dict`` /
-    ``load_state_dict`` hold the objective's own state (DINO's centre), which checkpoints save and resume restores.
+    batch)``. ``after_backward(model, epoch)`` runs between ``backward()`` and clipping; ``epoch_metrics()`` returns
+    the objective's own numbers for the epoch that just ended (e.g. DINO's teacher entropy), which go into the epoch's
+    History record; ``state_dict`` / ``load_state_dict`` hold the objective's own state (DINO's centre, the running
+    sums of its metrics), which checkpoints save and resume restores.
     """
 
     def __call__(self, model: nn.Module, batch, epoch: int, ema_model: nn.Module | None) -> tuple[torch.Tensor, int]:
@@ -85,6 +87,9 @@ class Objective:
 
     def after_backward(self, model: nn.Module, epoch: int) -> None:
         pass
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return {}
 
     def state_dict(self) -> dict:
         return {}
@@ -387,6 +392,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         record = {"epoch": epoch + 1, "train_loss": partial["loss_sum"] / max(1, partial["seen"]),
                   "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
                   "images_per_s": partial["seen"] * world / seconds}
+        if objective is not None:
+            record.update(objective.epoch_metrics())
         if val_loader is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
             metrics = evaluate(model, val_loader, device)
             record.update(val_loss=metrics["loss"], val_acc=metrics["acc"])

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from ..budget import Budget
 from ..paths import repo_root
+from ..ssl.settings import DINOSettings
 from .config import TrainConfig
 
 IMAGENET_1K_IMAGES = 1_281_167  # ILSVRC-2012 train split
@@ -90,6 +91,9 @@ class Recipe:
            (exactly: the weight the average gives to the last x% of the steps is unchanged). Steps count an epoch as
            ``train_images`` samples, repeated augmentation included (it keeps the epoch length, as DeiT's RASampler
            and ``vitedu.data.loader`` do). Floored at ``MIN_EMA_DECAY`` for runs of a few steps.
+        7. DINO (``extra["dino"]``): the teacher-temperature warm-up keeps its share of training and the last layer
+           stays frozen for at most ``epochs - 1`` epochs (``vitedu.ssl.settings.DINOSettings.scaled``); the
+           teacher's momentum is the ``ema_decay`` of rule 6.
 
         Two arguments depart from this rule on purpose, for small-scale studies:
 
@@ -129,6 +133,9 @@ class Recipe:
         lr_rule = "given" if lr is not None else "sqrt" if paper.optimizer == "lamb" else "linear"
         changes["extra"] = {**paper.extra, "budget": budget.name, "train_images": train_images, "lr_rule": lr_rule,
                             "strength": strength}
+        if "dino" in paper.extra:
+            dino = DINOSettings.from_dict(paper.extra["dino"]).scaled(epochs, paper.epochs)
+            changes["extra"]["dino"] = dino.to_dict()
         return at_strength(paper.replace(**changes), strength)
 
     def summary(self) -> str:
@@ -495,13 +502,65 @@ _LEVIT = _recipe(
 )
 
 
+_DINO_CODE = "[code] dino main_dino.py default"
+_DINO_VIEWS = "not read by the DINO run: MultiCropAugmentation makes the views"
+
+_DINO = _recipe(
+    "dino", "2104.14294 Emerging Properties in Self-Supervised Vision Transformers",
+    "DINO (ViT-S/16): self-distillation with no labels, EMA teacher, multi-crop, AdamW, wd 0.04 -> 0.4, 100 epochs",
+    notes=(("The official 100-epoch ViT-S/16 run (main_dino.py defaults; the README's 2-node command, 16 GPUs x 64): "
+            "69.3% k-NN [README]. The released ViT-S/16 (74.5% k-NN, 77.0% linear [README]) trained 800 epochs with "
+            "teacher_temp 0.07 after a 30-epoch warm-up and norm_last_layer false [mem]: --budget full --set "
+            "epochs=800 --set teacher_temp=0.07 --set warmup_teacher_temp_epochs=30 --set norm_last_layer=false."),
+           ("DINO's own settings (head, local crops, temperatures, last-layer freeze) are vitedu.ssl.settings."
+            "DINOSettings, carried in extra['dino']; the global crops' scale is crop_scale, their blur blur_radius "
+            "(pixels, as for 224-px images: pass a smaller one for small images)."),
+           ("The teacher is fit's EMA of the student (ema_decay 0.996 -> ema_decay_end 1.0). At small budgets "
+            "Recipe.scaled shortens its horizon like any EMA (rule 6); --set ema_decay=0.996 keeps the paper's "
+            "momentum. Evaluate the teacher: OUTPUT/ema.safetensors (vitedu knn / vitedu linear)."),
+           ("Not read (DINO's views, flip + colour jitter 0.4/0.4/0.2/0.1 + grayscale + blur + solarization, are "
+            "fixed in vitedu.ssl.dino.MultiCropAugmentation): augment, color_jitter, random_erasing, loss, "
+            "label_smoothing; the DINO run refuses changes to them."),
+           ("The official warm-up is linspace(0, lr, W) over its W steps, vitedu's (step + 1) / W x lr: the same "
+            "ramp, shifted by less than one step. The official clips the gradients before cancelling the last "
+            "layer's, vitedu after: the same result, as the clipping is per parameter.")),
+    extra={"dino": DINOSettings().to_dict()},
+    epochs=(100, _DINO_CODE + " --epochs 100; [README] the 100-epoch ViT-S/16 run"),
+    batch_size=(1024, "[README] 2 nodes x 8 GPUs x --batch_size_per_gpu 64; the paper: 1024 on 16 GPUs [mem]"),
+    lr=(2e-3, "[code] --lr 5e-4 x batch / 256 (linear scaling rule) = 5e-4 x 1024 / 256"),
+    min_lr=(1e-6, _DINO_CODE), warmup_epochs=(10, _DINO_CODE),
+    warmup_lr=(0.0, "[code] utils.cosine_scheduler start_warmup_value=0"),
+    optimizer=("adamw", _DINO_CODE), weight_decay=(0.04, _DINO_CODE),
+    weight_decay_end=(0.4, _DINO_CODE + " (cosine, per step)"),
+    loss=("ce", "[code] DINOLoss: cross-entropy between teacher and student (vitedu.ssl.dino); " + _DINO_VIEWS),
+    label_smoothing=(0.0, "[code] none in DINOLoss"),
+    crop=("rrc", "[code] DataAugmentationDINO: RandomResizedCrop, bicubic"),
+    crop_scale=((0.4, 1.0), "[code] --global_crops_scale 0.4 1 (the global crops); the paper's text not checked"),
+    augment=("none", "[code] DataAugmentationDINO; " + _DINO_VIEWS),
+    color_jitter=(0.4, "[code] ColorJitter(0.4, 0.4, 0.2, 0.1), p=0.8; " + _DINO_VIEWS),
+    blur_radius=((0.1, 2.0), "[code] utils.GaussianBlur radius_min=0.1, radius_max=2.0"),
+    random_erasing=(0.0, "[code] none"), repeated_aug=(1, "[code] DistributedSampler, no repeats"),
+    eval_crop_ratio=(0.875, "[code] eval_knn.py / eval_linear.py Resize(256), CenterCrop(224)"),
+    mixup_alpha=(0.0, "[code] none"), cutmix_alpha=(0.0, "[code] none"),
+    drop_path=(0.1, _DINO_CODE + " --drop_path_rate 0.1 (student only)"),
+    drop_path_schedule=("linear", "[code] vision_transformer.py dpr = linspace(0, rate, depth)"),
+    ema_decay=(0.996, "[code] --momentum_teacher 0.996"),
+    ema_decay_end=(1.0, "[code] momentum_schedule = cosine_scheduler(0.996, 1, ...)"),
+    grad_clip=(3.0, "[code] --clip_grad 3.0"),
+    clip_mode=("param", "[code] utils.clip_gradients: each parameter's norm on its own"),
+    amp=("auto", "[code] --use_fp16 True (fp16 autocast + GradScaler); vitedu's auto takes bf16 where the GPU has it"),
+    distillation=("none", "[code] self-distillation is the objective, not a supervised teacher"),
+)
+
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in (_DEIT, _DEIT3, _DEIT3_IN21K, _RSB_A1, _RSB_A2, _RSB_A3,
                                                    _TORCHVISION_LEGACY, _FINETUNE, _FINETUNE_ATTENTION, _DISTILL,
-                                                   _LEVIT)}
+                                                   _LEVIT, _DINO)}
 
 
 def list_recipes() -> list[str]:
-    """The names of the recipes, in the order above (DeiT, DeiT III, RSB, the old baseline, fine-tuning, LeViT)."""
+    """The names of the recipes, in the order above (DeiT, DeiT III, RSB, the old baseline, fine-tuning, LeViT,
+    DINO)."""
     return list(RECIPES)
 
 

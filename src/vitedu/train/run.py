@@ -2,6 +2,8 @@
 
     vitedu train --recipe deit3 --model deit3_small_patch16_224 --data /path/to/imagenet --output runs/deit3_s
     torchrun --nproc_per_node=8 -m vitedu.cli train --config configs/deit3_small_in1k.toml --data ... --output ...
+    torchrun --nproc_per_node=8 -m vitedu.cli train --recipe dino --model vit_small_patch16_224 --data ... --output D
+    vitedu knn --weights D --data /path/to/imagenet  # DINO's teacher, D/ema.safetensors: also vitedu linear
 
 ``--budget full`` (the default) runs the paper's settings unchanged; ``smoke``/``cpu``/``gpu`` shrink them with
 ``Recipe.scaled`` for the size of the training set; ``--batch-size`` (the global batch, all processes together)
@@ -12,6 +14,12 @@ DeiT's repeated augmentation itself) and ``fit`` keeps the replicas in step with
 gloo on CPUs). The output folder gets ``config.json`` (the resolved TrainConfig), ``run.json`` (recipe, model, data,
 command), ``log.jsonl``, ``checkpoints/`` and the final ``model.safetensors`` / ``ema.safetensors``; ``--resume``
 continues the run in it.
+
+``--recipe dino`` trains DINO (self-supervised: the labels of ``DATA/train`` are not used, and ``DATA/val`` is
+optional) through :func:`vitedu.ssl.run.train_dino`: the model is the backbone (no classifier) under DINO's projection
+head, ``--set`` also takes DINO's own settings (``vitedu.ssl.settings.DINOSettings``: ``--set out_dim=4096 --set
+local_crops=6``), and the network to evaluate is the teacher, ``ema.safetensors`` (``vitedu knn`` / ``vitedu linear
+--weights OUTPUT``); with a val split the run ends with the teacher's k-NN accuracy, also in ``run.json``.
 
 Unreadable images (a truncated download, a file that is not an image) are skipped, not fatal: the next image of the
 data set takes their place, a warning names each one the first time, and their paths are listed in
@@ -46,7 +54,9 @@ from .config import TrainConfig
 
 SKIPPED_FILE = "skipped_images.txt"
 DESCRIPTION = ("Train a model with a paper's recipe on an ImageFolder tree, on one device or under torchrun "
-               "(torchrun --nproc_per_node=N -m vitedu.cli train ...).")
+               "(torchrun --nproc_per_node=N -m vitedu.cli train ...). --recipe dino trains DINO without labels "
+               "(DATA/val optional; --set also takes DINO's settings, e.g. out_dim=4096); evaluate its teacher, "
+               "OUTPUT/ema.safetensors, with `vitedu knn` / `vitedu linear --weights OUTPUT`.")
 
 
 class SetupError(Exception):
@@ -59,7 +69,7 @@ class SetupError(Exception):
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``vitedu train`` (shared by ``vitedu.cli`` and :func:`main`)."""
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--recipe", help="a recipe name: deit, deit3, rsb_a1, finetune, distill, levit, ... "
+    what.add_argument("--recipe", help="a recipe name: deit, deit3, rsb_a1, finetune, distill, levit, dino, ... "
                                        "(vitedu.train.recipes.list_recipes())")
     what.add_argument("--config", help="a run config, configs/NAME.toml or its NAME: names the recipe and model")
     parser.add_argument("--model", help="model name (`vitedu list`); with --config, replaces the config's")
@@ -100,8 +110,12 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
         if not sep:
             raise SetupError(f"--set expects KEY=VALUE, got {item!r} (e.g. --set epochs=2).")
         if key not in valid:
+            from ..ssl.settings import names as dino_names
+
             close = difflib.get_close_matches(key, valid, n=3)
             hint = f" Did you mean {' or '.join(close)}?" if close else ""
+            if key in dino_names():
+                hint = " It is a DINO setting: only with --recipe dino."
             raise SetupError(f"--set {item}: {key!r} is not a training setting.{hint} Valid: {', '.join(valid)}.")
         changes[key] = _convert(key, text, hints[key])
     return changes
@@ -185,9 +199,10 @@ class SkipUnreadable(Dataset):
         return sorted({line.split("\t")[0] for line in self.log_path.read_text().splitlines() if line.strip()})
 
 
-def image_folders(root: Path, image_size: int = 224) -> tuple[Any, Any]:
+def image_folders(root: Path, image_size: int = 224, require_val: bool = True) -> tuple[Any, Any]:
     """The ``train`` and ``val`` ImageFolders of ``root`` (default transforms); SetupError when a folder is missing,
-    has no images, or the two splits have different classes."""
+    has no images, or the two splits have different classes. Without ``require_val`` a missing ``val`` folder gives
+    None (a self-supervised run needs none)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     from ..data.imagenet import image_folder
@@ -198,6 +213,9 @@ def image_folders(root: Path, image_size: int = 224) -> tuple[Any, Any]:
                          f"{root}/train/<class name>/<image>.jpg and {root}/val/<class name>/<image>.jpg.")
     splits = []
     for split in ("train", "val"):
+        if split == "val" and not require_val and not (root / split).exists():
+            splits.append(None)
+            continue
         try:
             splits.append(image_folder(root, split, image_size))
         except FileNotFoundError as error:  # no folder; torchvision: no class folder, or no image in any of them
@@ -207,7 +225,7 @@ def image_folders(root: Path, image_size: int = 224) -> tuple[Any, Any]:
             raise SetupError(f"no images in {folder}: expected {folder}/<class name>/<image> with one of the "
                              f"extensions {', '.join(IMG_EXTENSIONS)} (torchvision: {error})") from None
     train, val = splits
-    if train.classes != val.classes:
+    if val is not None and train.classes != val.classes:
         only = sorted(set(train.classes) ^ set(val.classes))
         raise SetupError(f"{root}/train and {root}/val have different class folders ({len(train.classes)} vs "
                          f"{len(val.classes)}; in one only: {', '.join(only[:5])}{' ...' if len(only) > 5 else ''}). "
@@ -333,6 +351,20 @@ def build_teacher(name: str, weights: Path | None, num_classes: int) -> nn.Modul
     return teacher
 
 
+def check_replicas_agree(model: nn.Module, rank: int, world: int) -> None:
+    """Print this process's final weights checksum and, under torchrun, raise RuntimeError unless every process ends
+    with the same weights (the gather also waits for rank 0's files)."""
+    checksum = weights_checksum(model)
+    print(f"rank {rank}/{world}: final weights sha256 {checksum}", flush=True)
+    if world > 1:
+        import torch.distributed as dist
+
+        everyone: list[str | None] = [None] * world
+        dist.all_gather_object(everyone, checksum)
+        if len(set(everyone)) != 1:
+            raise RuntimeError(f"the replicas disagree after training: {everyone}.")
+
+
 def weights_checksum(weights: nn.Module | Mapping[str, torch.Tensor]) -> str:
     """A short sha256 of a model's (or state dict's) tensors, names and dtypes: equal iff the weights are equal bit
     for bit. Each process prints it at the end of a distributed run, which shows that the replicas agree."""
@@ -417,11 +449,36 @@ def resolve(args: argparse.Namespace, train_images: int) -> tuple[str, str, Trai
     if args.batch_size is not None and args.batch_size < 1:
         raise SetupError(f"--batch-size must be positive, got {args.batch_size}.")
     config = recipe.scaled(args.budget, train_images=train_images, batch_size=args.batch_size)
+    settings, dino_settings = _split_dino_settings(args.settings, "dino" in config.extra)
     try:
-        config = config.replace(**parse_settings(args.settings))
+        config = config.replace(**parse_settings(settings))
+        if dino_settings:
+            from ..ssl.settings import DINOSettings
+
+            dino = DINOSettings.from_dict(config.extra["dino"]).replace(**dino_settings)
+            config = config.replace(extra={**config.extra, "dino": dino.to_dict()})
     except (ValueError, TypeError) as error:
         raise SetupError(f"--set: {error}") from None
     return recipe.name, model_name, config, extra
+
+
+def _split_dino_settings(items: list[str], dino: bool) -> tuple[list[str], dict[str, Any]]:
+    """``--set`` items -> (the TrainConfig ones, DINO's own converted to their types); for a recipe without DINO
+    settings, all items are TrainConfig ones."""
+    if not dino:
+        return items, {}
+    from ..ssl.settings import DINOSettings, names
+
+    hints = typing.get_type_hints(DINOSettings)
+    train_items, changes = [], {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if sep and key in names():
+            changes[key] = _convert(key, text.strip(), hints[key])
+        else:
+            train_items.append(item)
+    return train_items, changes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -462,7 +519,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
             raise SetupError(error.args[0]) from None
 
     check_output(args.output, args.resume)  # an existing run stops us before the (long) scan of the data
-    train_set, val_set = image_folders(args.data)
+    train_set, val_set = image_folders(args.data, require_val=not _is_dino(args))
     recipe_name, model_name, config, extra = resolve(args, len(train_set))
     try:
         _check_model_name(model_name)
@@ -483,6 +540,13 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
     if per_process > per_process_images:
         raise SetupError(f"each process gets {per_process_images} training images per epoch, fewer than its batch of "
                          f"{per_process} ({config.batch_size} / {world} processes): pass a smaller --batch-size.")
+    if "dino" in config.extra:
+        from ..ssl.run import train_dino
+        from .recipes import get_recipe
+
+        return train_dino(args, rank=rank, world=world, device=device, train_set=train_set, val_set=val_set,
+                          recipe_config=get_recipe(recipe_name).imagenet, model_name=model_name, config=config,
+                          image_size=image_size, eval_size=eval_size, say=say)
     if config.distillation != "none" and args.teacher is None:
         raise SetupError(f"recipe {recipe_name!r} distils from a teacher (the paper's: "
                          f"{config.extra.get('teacher', 'a trained convnet')}): pass --teacher NAME "
@@ -539,15 +603,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
     history = fit(model, train_loader, val_loader, config, teacher=teacher, device=device, output_dir=args.output,
                   resume=args.resume, checkpoint_every=args.checkpoint_every, desc=model_name)
 
-    checksum = weights_checksum(model)
-    print(f"rank {rank}/{world}: final weights sha256 {checksum}", flush=True)
-    if world > 1:
-        import torch.distributed as dist
-
-        everyone: list[str | None] = [None] * world
-        dist.all_gather_object(everyone, checksum)
-        if len(set(everyone)) != 1:
-            raise RuntimeError(f"the replicas disagree after training: {everyone}.")
+    check_replicas_agree(model, rank, world)
     skipped = train_data.skipped()
     if skipped and main:
         say(f"skipped {len(skipped)} unreadable image(s), listed in {log}")
@@ -555,6 +611,18 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
     summary = ", ".join(f"{k} {last[k]:.4f}" for k in ("train_loss", "val_loss", "val_acc", "ema_val_acc") if k in last)
     say(f"done: {summary}; weights in {args.output / 'model.safetensors'}", flush=True)
     return 0
+
+
+def _is_dino(args: argparse.Namespace) -> bool:
+    """Whether the recipe asked for is a DINO one (no val split needed); False when it cannot be read (resolve then
+    says why)."""
+    from .recipes import get_recipe, load_run_config
+
+    try:
+        name = args.recipe if args.config is None else load_run_config(args.config).recipe
+        return "dino" in get_recipe(name).imagenet.extra
+    except (KeyError, FileNotFoundError, ValueError, TypeError):
+        return False
 
 
 def _check_model_name(name: str) -> None:
