@@ -1,6 +1,7 @@
 """Chapter 07's experiment: the DINO study at the smoke budget, end to end, and its pieces."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ def test_the_centre_prior_scores_one_on_its_own_mask_and_zero_on_the_complement(
 
 
 def test_dino_settings_allow_a_fixed_centre_for_the_collapse_study():
-    loss = dino.build_dino(torch.nn.Identity(), 4, dino.replace(dino.SMALL_DINO, center_momentum=1.0, out_dim=4,
+    loss = dino.build_dino(torch.nn.Identity(), 4, replace(dino.SMALL_DINO, center_momentum=1.0, out_dim=4,
                                                                 hidden_dim=4, bottleneck_dim=4), epochs=1)[1].loss
     loss(torch.randn(12, 4), torch.randn(4, 4), epoch=0)
     assert torch.equal(loss.center, torch.zeros(1, 4))
