@@ -24,3 +24,12 @@ def randomise():
         return model
 
     return apply
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """Give every test the process's thread count back: a test that leaves torch on another count changes the float
+    results (reduction order) of the tests after it, e.g. the bit-for-bit resume checks."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

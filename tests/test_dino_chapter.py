@@ -27,7 +27,6 @@ def test_dino_settings_allow_a_fixed_centre_for_the_collapse_study():
 
 
 def test_the_smoke_study_runs_end_to_end(tmp_path):
-    torch.set_num_threads(1)
     record = dino.run(get_budget("smoke"), checkpoint_folder=tmp_path)
     names = [row["extractor"] for row in record["summary"]]
     assert names == ["DINO", "supervised", "random weights", "raw pixels", "DINO student"]
