@@ -28,8 +28,8 @@ from ..data.loader import TensorLoader
 from ..data.scenes import make_scenes
 from ..models import create_model
 from ..paths import data_root
-from ..ssl.dino import BatchMultiCrop, backbone_features, build_dino
-from ..ssl.knn import knn_accuracy
+from ..ssl.dino import BatchMultiCrop, build_dino
+from ..ssl.knn import extract_features, knn_accuracy
 from ..ssl.linear import linear_probe
 from ..ssl.settings import DINOSettings
 from ..train import TrainConfig, fit
@@ -151,13 +151,13 @@ def test_masks(cfg: Config) -> torch.Tensor:
     return make_scenes(data.test_images, "test", data.image_size, data.level, seed=data.seed).masks
 
 
-@torch.no_grad()
 def features(model: torch.nn.Module | None, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """A model's pooled features (its class token) of normalised float images, or the raw pixels for ``None``."""
+    """A model's pooled features (its class token) of normalised float images, unnormalised (``extract_features``),
+    or the raw pixels for ``None``."""
     if model is None:
         return images.flatten(1)
-    model.eval()
-    return torch.cat([backbone_features(model, images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    loader = TensorLoader(images, torch.zeros(len(images), dtype=torch.long), batch_size)
+    return extract_features(model, loader, normalize=False)[0]
 
 
 def train_features(prepared: Prepared) -> torch.Tensor:

@@ -72,7 +72,22 @@ class Solarization:
         return f"{type(self).__name__}(p={self.p})"
 
 
-class MultiCropAugmentation:
+class _MultiCropViews:
+    """What both multi-crop implementations share: their settings, checked, and their repr."""
+
+    def __init__(self, global_size: int, local_size: int, local_crops: int, global_scale: tuple[float, float],
+                 local_scale: tuple[float, float], mean: Sequence[float], std: Sequence[float],
+                 blur_radius: tuple[float, float]):
+        _check_views(local_crops, global_scale, local_scale, mean, std)
+        self.global_size, self.local_size, self.local_crops = global_size, local_size, local_crops
+        self.global_scale, self.local_scale, self.blur_radius = global_scale, local_scale, blur_radius
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(global_size={self.global_size}, local_size={self.local_size}, "
+                f"local_crops={self.local_crops})")
+
+
+class MultiCropAugmentation(_MultiCropViews):
     """DINO's multi-crop views of one PIL image: ``[global_1, global_2, local_1, ..., local_n]``.
 
     Every view: random resized crop (bicubic) -> horizontal flip (p=0.5) -> colour jitter (brightness 0.4, contrast
@@ -94,8 +109,7 @@ class MultiCropAugmentation:
                  global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  blur_radius: tuple[float, float] = (0.1, 2.0)):
-        _check_views(local_crops, global_scale, local_scale, mean, std)
-        self.global_size, self.local_size, self.local_crops = global_size, local_size, local_crops
+        super().__init__(global_size, local_size, local_crops, global_scale, local_scale, mean, std, blur_radius)
         self.mean, self.std = tuple(mean), tuple(std)
         normalize = transforms.Compose([transforms.ToTensor(), transforms.Normalize(self.mean, self.std)])
 
@@ -126,12 +140,7 @@ class MultiCropAugmentation:
         global1, global2, local = self.transforms[image.mode]
         return [global1(image), global2(image)] + [local(image) for _ in range(self.local_crops)]
 
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(global_size={self.global_size}, local_size={self.local_size}, "
-                f"local_crops={self.local_crops})")
-
-
-class BatchMultiCrop:
+class BatchMultiCrop(_MultiCropViews):
     """The views of :class:`MultiCropAugmentation`, computed for a whole batch of same-size images at once.
 
     For in-memory data sets (Scenes, Fashion-MNIST) on a CPU, where PIL's per-image calls cost more than the model:
@@ -150,9 +159,7 @@ class BatchMultiCrop:
                  global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  blur_radius: tuple[float, float] = (0.1, 2.0)):
-        _check_views(local_crops, global_scale, local_scale, mean, std)
-        self.global_size, self.local_size, self.local_crops = global_size, local_size, local_crops
-        self.global_scale, self.local_scale, self.blur_radius = global_scale, local_scale, blur_radius
+        super().__init__(global_size, local_size, local_crops, global_scale, local_scale, mean, std, blur_radius)
         self.mean, self.std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
 
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -175,11 +182,6 @@ class BatchMultiCrop:
         view = torch.where(_per_image(torch.rand(b) < blur), gaussian_blur(view, torch.empty(b).uniform_(*self.blur_radius)), view)
         view = torch.where(_per_image(torch.rand(b) < solarize), torch.where(view >= 0.5, 1 - view, view), view)
         return (view - self.mean) / self.std
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(global_size={self.global_size}, local_size={self.local_size}, "
-                f"local_crops={self.local_crops})")
-
 
 
 def _per_image(flags: torch.Tensor) -> torch.Tensor:
