@@ -179,3 +179,33 @@ def test_cli_dispatches_both_benchmarks(monkeypatch):
 def test_quartiles_of_paired_ratios():
     assert bench._quartiles([0.9, 1.0, 1.1, 1.2, 1.3]) == pytest.approx((1.0, 1.2))
     assert bench._quartiles([1.05]) == (1.05, 1.05)
+
+
+def test_training_memory_counts_what_autograd_saves_once_and_leaves_parameters_out():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    x = torch.randn(2, 4)
+    memory = bench.training_memory(model, x)
+    # Linear keeps its input for the weight's gradient (2x4 floats); ReLU keeps its output (2x3 floats).
+    assert memory == {"activations": (2 * 4 + 2 * 3) * 4, "parameters": (4 * 3 + 3) * 4}
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_training_memory_grows_with_resolution_like_the_token_count():
+    model = vitedu.create_model("vit_pico_patch4_32", img_size=32)
+    small = bench.training_memory(model, torch.randn(2, 3, 32, 32))["activations"]
+    large = bench.training_memory(vitedu.create_model("vit_pico_patch4_32", img_size=64),
+                                  torch.randn(2, 3, 64, 64))["activations"]
+    assert 3.5 < large / small < 6  # 4x the tokens, and the attention matrices grow faster still
+
+
+def test_compare_throughput_times_every_model_in_one_interleaved_run():
+    models = {"a": (torch.nn.Linear(8, 2), torch.randn(4, 8)), "b": (torch.nn.Linear(8, 2), torch.randn(6, 8))}
+    rows = bench.compare_throughput(models, training=True, warmup=0, repeats=3)
+    assert list(rows) == ["a", "b"]
+    for name, (_, x) in models.items():
+        assert len(rows[name]["seconds"]) == 3
+        assert rows[name]["images_per_s"] == pytest.approx(x.shape[0] / min(rows[name]["seconds"]))
+        assert rows[name]["images_per_s"] >= rows[name]["images_per_s_median"]
+    with pytest.raises(ValueError, match="repeats"):
+        bench.compare_throughput(models, repeats=0)

@@ -178,11 +178,69 @@ def _bench_session(threads: int | None, peak_size: int):
         torch.set_num_threads(previous_threads)
 
 
-def _paired_ratio(ours: list[float], reference: list[float]) -> tuple[float, tuple[float, float]]:
+def compare_throughput(models: dict[str, tuple[nn.Module, torch.Tensor]], training: bool = False, warmup: int = 1,
+                       repeats: int = 5) -> dict[str, dict]:
+    """Images per second of several models, interleaved in one run (the chapters' speed comparisons).
+
+    ``models`` maps a name to ``(model, batch)``; each repetition runs every model once, in alternating order.
+    Inference runs in eval mode under no_grad; ``training=True`` times forward + backward in train mode. Returns per
+    name: ``images_per_s`` (best repetition), ``images_per_s_median`` and every repetition's seconds. Pass two names
+    of the result to :func:`paired_ratio` for a ratio that cancels the machine's drifts.
+    """
+    if not models:
+        raise ValueError("compare_throughput needs at least one (model, batch) pair.")
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}.")
+    make = _training_step if training else _inference_step
+    for model, _ in models.values():
+        model.train(training)
+    times = _interleaved_times({name: make(model, x) for name, (model, x) in models.items()}, warmup, repeats)
+    return {name: {"images_per_s": x.shape[0] / min(times[name]),
+                   "images_per_s_median": x.shape[0] / statistics.median(times[name]), "seconds": times[name]}
+            for name, (_, x) in models.items()}
+
+
+def paired_ratio(ours: list[float], reference: list[float]) -> tuple[float, tuple[float, float]]:
     """Median and interquartile range of reference / ours seconds over repetitions that ran back to back (> 1: ours
     faster). A pair cancels the slow drifts of the machine's load."""
     pairs = sorted(r / o for o, r in zip(ours, reference))
     return statistics.median(pairs), _quartiles(pairs)
+
+
+def training_memory(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Memory of one training step (train mode) on the batch ``x``, in bytes.
+
+    - ``activations``: the tensors autograd keeps from the forward pass for the backward pass, each storage counted
+      once and the parameters left out. This is what grows with batch and resolution, and it is exact and the same
+      on every device (the CPU has no peak-memory counter).
+    - ``parameters``: the weights (the gradients take as much again, the optimizer's state more).
+    - ``cuda_peak`` (on CUDA only): the allocator's peak during forward + backward, for the real figure.
+    """
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:  # the graph holds every packed tensor, so no address is reused
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    model.train()
+    model.zero_grad(set_to_none=True)
+    cuda = x.is_cuda
+    if cuda:
+        torch.cuda.synchronize(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        output = model(x)
+    _loss(output).backward()
+    model.zero_grad(set_to_none=True)
+    result = {"activations": sum(saved.values()),
+              "parameters": sum(p.numel() * p.element_size() for p in model.parameters())}
+    if cuda:
+        torch.cuda.synchronize(x.device)
+        result["cuda_peak"] = torch.cuda.max_memory_allocated(x.device)
+    return result
 
 
 def benchmark_models(models: list[str] | None = None, quick: bool = False, batch: int | None = None,
@@ -244,7 +302,7 @@ def benchmark_models(models: list[str] | None = None, quick: bool = False, batch
                     row[f"{key}_times_s"] = times.get(key)
                 row["ratio"] = ips["vitedu"] / ips["timm"] if "timm" in ips else None
                 # Its quartiles say whether a gap is larger than the noise.
-                paired = _paired_ratio(times["vitedu"], times["timm"]) if "timm" in times else (None, None)
+                paired = paired_ratio(times["vitedu"], times["timm"]) if "timm" in times else (None, None)
                 row["ratio_paired"], row["ratio_paired_iqr"] = paired
                 rows.append(row)
                 peaks.append(measure_peak_gflops(peak_size))
@@ -439,7 +497,7 @@ def benchmark_training(models: list[str] | None = None, quick: bool = False, bat
                 row[f"{key}_img_s_median"] = n / statistics.median(times[key])
                 row[f"{key}_times_s"] = times[key]
             row["ratio"] = ips["engine"] / ips["bare"]
-            row["ratio_paired"] = _paired_ratio(times["engine"], times["bare"])[0]
+            row["ratio_paired"] = paired_ratio(times["engine"], times["bare"])[0]
             row["overhead_pct"] = 100 * (1 - row["ratio"])
             row["engine_gflop_s"] = flops * ips["engine"] / 1e9
             row["weights_equal"] = all(torch.equal(ends["engine"][k], ends["bare"][k]) for k in ends["engine"])
