@@ -66,7 +66,7 @@ class Config:
 CONFIGS = {
     "smoke": Config(StudyData("scenes", 256, 256, 32), epochs=1, seeds=(0,), eval_every=1, speed_batch=8,
                     speed_repeats=1, paper_batch=2, paper_warmup=0, paper_repeats=1),
-    "cpu": Config(StudyData("scenes", 3000, 1000, 32), epochs=8, seeds=(0, 1, 2)),
+    "cpu": Config(StudyData("scenes", 2000, 1000, 32), epochs=5, seeds=(0, 1, 2), eval_every=5),
     "gpu": Config(StudyData("scenes", 10000, 2000, 32), epochs=15, seeds=(0, 1, 2), eval_every=5),
 }
 
