@@ -434,3 +434,116 @@ def dino_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, flo
                            "(iq, v != iq) of the batch mean of -sum(P_t * log P_s).")
     return CheckResult(name, True, "centred, sharpened teacher against every other view of the student, as in "
                        "DINO's Algorithm 1.")
+
+
+# ---- Chapter 04 (LeViT) ----------------------------------------------------------------------------------------------
+
+
+def attention_bias_index(fn: Callable[[int, int], torch.Tensor]) -> CheckResult:
+    """Exercise: ``fn(resolution, stride)`` -> (N_q, N_k) table of offset indices |dy| * res + |dx|, queries on the
+    key grid subsampled by ``stride`` (LeViT section 4.2; ``vitedu.models.levit.attention_bias_index``)."""
+    from .models.levit import attention_bias_index as reference
+
+    name = "attention bias index"
+    for resolution, stride in ((4, 1), (5, 2), (7, 2)):
+        want = reference(resolution, stride)
+        got, error = _call(name, fn, resolution, stride)
+        if error is not None:
+            return error
+        if not isinstance(got, torch.Tensor):
+            return CheckResult(name, False, f"return a torch.Tensor, not {type(got).__name__}.")
+        if got.shape != want.shape:
+            hint = (" The queries sit on every stride-th row and column: N_q = ceil(res / stride)^2."
+                    if got.shape[-1] == want.shape[-1] else " Shape (queries, keys).")
+            return CheckResult(name, False, f"resolution {resolution}, stride {stride}: shape {tuple(got.shape)}, "
+                               f"expected {tuple(want.shape)}.{hint}")
+        if torch.equal(got.long(), want):
+            continue
+        n = resolution
+        keys = torch.stack(torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")).flatten(1)
+        sub = torch.arange(0, n, stride)
+        queries = torch.stack(torch.meshgrid(sub, sub, indexing="ij")).flatten(1)
+        signed = queries[:, :, None] - keys[:, None, :]
+        if (got < 0).any():
+            return CheckResult(name, False, "negative indices: take the absolute offsets |dy|, |dx| (LeViT's bias is "
+                               "symmetric, so res * res entries suffice).")
+        if torch.equal(got.long(), signed[1].abs() * n + signed[0].abs()):
+            return CheckResult(name, False, "dy and dx are swapped: the index is |dy| * res + |dx| (rows first).")
+        if torch.equal(got.long(), (signed[0] + n - 1) * (2 * n - 1) + signed[1] + n - 1):
+            return CheckResult(name, False, "that is a signed-offset table (2 res - 1)^2 entries, as in Swin: LeViT "
+                               "uses absolute offsets, |dy| * res + |dx|.")
+        return CheckResult(name, False, f"resolution {resolution}, stride {stride}: wrong entries. Query (i, j) sits "
+                           "at pixel (stride * i, stride * j) of the key grid; keys and queries are numbered row by "
+                           "row.")
+    return CheckResult(name, True, "your table matches LeViT's, shrinking attention (stride 2) included.")
+
+
+def fuse_linear_bn(fn: Callable[[torch.nn.Linear, torch.nn.BatchNorm1d], tuple[torch.Tensor, torch.Tensor]]
+                   ) -> CheckResult:
+    """Exercise: ``fn(linear, bn)`` for a Linear without bias followed by an eval-mode BatchNorm1d returns the fused
+    ``(weight, bias)`` of one Linear with ``W' = s W`` (rows scaled) and ``b' = beta - s mu``,
+    ``s = gamma / sqrt(var + eps)``."""
+    name = "fuse Linear + BatchNorm"
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(6, 4, bias=False).double()
+    bn = torch.nn.BatchNorm1d(4, eps=1e-2).double().eval()  # a large eps, so that forgetting it shows
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(4, 6, generator=generator))
+        bn.weight.copy_(torch.rand(4, generator=generator) + 0.5)
+        bn.bias.copy_(torch.randn(4, generator=generator))
+        bn.running_mean.copy_(torch.randn(4, generator=generator))
+        bn.running_var.copy_(torch.rand(4, generator=generator) * 0.05 + 0.01)
+    x = torch.randn(5, 6, generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        want = bn(linear(x))
+    got, error = _call(name, fn, linear, bn)
+    if error is not None:
+        return error
+    if not (isinstance(got, tuple) and len(got) == 2):
+        return CheckResult(name, False, "return a pair (weight, bias).")
+    weight, bias = (torch.as_tensor(t).detach().double() for t in got)
+    if weight.shape != (4, 6) or bias.shape != (4,):
+        return CheckResult(name, False, f"weight {tuple(weight.shape)} / bias {tuple(bias.shape)}; expected "
+                           "(out, in) = (4, 6) / (4,): the BN scales the linear layer's outputs, i.e. W's rows.")
+    out = x @ weight.T + bias
+    if torch.allclose(out, want, atol=1e-8):
+        return CheckResult(name, True, "one Linear with bias computes exactly Linear then BatchNorm (eval mode).")
+    with torch.no_grad():
+        s = bn.weight / (bn.running_var + bn.eps).sqrt()
+        right_weight = torch.allclose(weight, linear.weight * s[:, None])
+        if not right_weight:
+            if torch.allclose(weight, linear.weight * (bn.weight / bn.running_var.sqrt())[:, None]):
+                return CheckResult(name, False, "the scale misses eps: s = gamma / sqrt(running_var + eps).")
+            if torch.allclose(weight, linear.weight * (bn.weight / (bn.running_var + bn.eps))[:, None]):
+                return CheckResult(name, False, "divide by the standard deviation, sqrt(running_var + eps), not by "
+                                   "the variance.")
+            return CheckResult(name, False, "wrong weight: scale each row i of W by s_i = gamma_i / sqrt(var_i + eps).")
+        if torch.allclose(bias, bn.bias):
+            return CheckResult(name, False, "the bias misses the running mean: b' = beta - s * running_mean.")
+        if torch.allclose(bias, bn.bias - bn.running_mean):
+            return CheckResult(name, False, "the running mean must be scaled too: b' = beta - s * running_mean.")
+    return CheckResult(name, False, "the weight is right, the bias is not: b' = beta - s * running_mean.")
+
+
+def levit_attention_bias_parameters(answer: int, model_name: str = "levit_128s") -> CheckResult:
+    """Exercise: the number of attention-bias parameters of ``model_name`` at 224 px (every stage's attention and both
+    shrinking attentions: heads x res^2 each, res the key grid's side)."""
+    from .models import create_model
+    from .models.levit import Attention, ShrinkAttention
+
+    name = "LeViT attention-bias parameters"
+    model = create_model(model_name)
+    layers = [m for m in model.modules() if isinstance(m, (Attention, ShrinkAttention))]
+    want = sum(m.attention_biases.numel() for m in layers)
+    if answer == want:
+        return CheckResult(name, True, f"{want} numbers replace the position embedding, a tiny fraction of the "
+                           f"{sum(p.numel() for p in model.parameters()):,} parameters.")
+    stage_only = sum(m.attention_biases.numel() for m in layers if isinstance(m, Attention))
+    signed = sum(m.num_heads * (2 * m.resolution - 1) ** 2 for m in layers)
+    per_layer = sum(m.resolution ** 2 for m in layers)
+    hints = {stage_only: "you left out the two shrinking attentions: they have biases too (C / D heads each, over "
+                         "the larger key grid).",
+             signed: "LeViT indexes absolute offsets (|dy|, |dx|): res^2 of them per head, not (2 res - 1)^2.",
+             per_layer: "each head has its own bias: multiply by the number of heads."}
+    return CheckResult(name, False, hints.get(answer, f"{answer} is not it. Per layer: heads x res^2, res = 14, 7, 4 "
+                       "for the three stages at 224 px; the shrinking attentions use their key grid (14, then 7)."))

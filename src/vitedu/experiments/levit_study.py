@@ -189,7 +189,7 @@ def plot_attention_biases(layers: list[dict], title: str = ""):
             if h >= len(bias):
                 ax.axis("off")
                 continue
-            image = ax.imshow(bias[h], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            image = ax.imshow(bias[h].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
             ax.set_title(f"head {h}", fontsize=8)
         kind = "shrinking" if layer["shrinking"] else "attention"
         row[0].set_ylabel(f"{layer['layer']}\n({kind})\n|dy|", fontsize=7)
