@@ -99,6 +99,17 @@ def test_local_mask_and_locality_by_hand():
         resmlp_study.locality(torch.ones(4, 5))
 
 
+def test_shared_row_by_hand():
+    assert resmlp_study.shared_row(torch.eye(16)) == [pytest.approx(1 / 16)]
+    same = torch.randn(16).expand(16, 16)
+    assert resmlp_study.shared_row(torch.stack([same, torch.eye(16)])) == [pytest.approx(1.0), pytest.approx(1 / 16)]
+    rows = torch.randn(1, 16).repeat(16, 1)
+    rows[:8] *= -1  # half the rows flipped: the mean row is zero
+    assert resmlp_study.shared_row(rows)[0] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="N, N"):
+        resmlp_study.shared_row(torch.ones(3, 4))
+
+
 def test_mosaic_tiles_are_the_rows():
     weights = torch.randn(16, 16)
     image = resmlp_study.mosaic(weights)

@@ -37,12 +37,12 @@ VIT = "vit_nano_patch4_28"
 CONVNET = "resnet_pico_28"
 DISTILLED = "resmlp_pico_distilled_28"
 SMALL_MODELS = (RESMLP, VIT, CONVNET)
-# The paper's ImageNet top-1 (%) at 224 px, without / with hard distillation from a RegNetY-16GF (Tables 3-4; the
-# distilled numbers as timm re-evaluates the released weights), and the parameters in millions.
+# ImageNet top-1 (%) at 224 px: the paper's (S12, S24; ../shared/papers.md) and timm's re-evaluation of the released
+# weights without / with hard distillation from a RegNetY-16GF (notes §5.1 [csv]); parameters in millions.
 PAPER = {
-    "resmlp_12_224": {"name": "ResMLP-S12", "params_m": 15.35, "top1": 76.6, "top1_distilled": 77.95},
-    "resmlp_24_224": {"name": "ResMLP-S24", "params_m": 30.02, "top1": 79.4, "top1_distilled": 80.77},
-    "resmlp_36_224": {"name": "ResMLP-S36", "params_m": 44.69, "top1": 79.7, "top1_distilled": 81.15},
+    "resmlp_12_224": {"name": "ResMLP-S12", "params_m": 15.35, "top1": 76.6, "timm": 76.66, "timm_distilled": 77.95},
+    "resmlp_24_224": {"name": "ResMLP-S24", "params_m": 30.02, "top1": 79.4, "timm": 79.38, "timm_distilled": 80.77},
+    "resmlp_36_224": {"name": "ResMLP-S36", "params_m": 44.69, "top1": None, "timm": 79.77, "timm_distilled": 81.15},
 }
 
 
@@ -147,6 +147,20 @@ def locality(weights: torch.Tensor, radius: int = 1) -> dict:
     per_layer = fraction.mean(-1).tolist()
     return {"local_fraction": per_layer, "uniform": uniform, "ratio": [f / uniform for f in per_layer],
             "radius": radius, "grid": grid}
+
+
+def shared_row(weights: torch.Tensor) -> list[float]:
+    """Per layer of (N, N) or (layers, N, N) cross-patch weights: the share of the matrix's squared norm that its mean
+    row explains, ``1 - ||W - mean row||^2 / ||W||^2``. 1: every patch gathers the grid with the same weights (a
+    learned pooling over absolute positions, the same for every output patch); 1 / N for the identity; about 0 for
+    random rows. Local filters that follow their patch, like a convolution's, give a low share."""
+    weights = torch.as_tensor(weights, dtype=torch.float64)
+    if weights.ndim == 2:
+        weights = weights[None]
+    if weights.ndim != 3 or weights.shape[-1] != weights.shape[-2]:
+        raise ValueError(f"expected (N, N) or (layers, N, N) cross-patch weights, got shape {tuple(weights.shape)}.")
+    centred = weights - weights.mean(-2, keepdim=True)
+    return (1 - centred.square().sum((-1, -2)) / weights.square().sum((-1, -2)).clamp_min(1e-30)).tolist()
 
 
 def mosaic(weights: torch.Tensor) -> torch.Tensor:
@@ -342,8 +356,10 @@ def plot_accuracy_vs_speed(summary: list[dict], speed: dict, title: str = "", ax
         ax.errorbar([ips], [100 * row["mean"]], yerr=[100 * row["std"]], fmt="o", color=f"C{i}", capsize=3,
                     label=f"{row['variant']} ({timing['params'] / 1e6:.2f}M)")
         ax.plot([ips] * len(row["values"]), [100 * v for v in row["values"]], ".", color="k", ms=3)
-    ax.set_xscale("log")
-    ax.set_xlabel("inference images / s (CPU, log scale)")
+    speeds = [speed[row["variant"]]["images_per_s"] for row in summary]
+    if max(speeds) > 10 * min(speeds):  # a log axis only where the speeds span more than a decade
+        ax.set_xscale("log")
+    ax.set_xlabel("inference images / s (CPU)" + (", log scale" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.legend(frameon=False, fontsize=8)
