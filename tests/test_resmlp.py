@@ -162,3 +162,13 @@ def test_bad_inputs_raise_clear_errors():
         from_timm(deeper.state_dict(), "resmlp_12_224")
     with pytest.raises(ValueError, match=r"wrong shape 2: head.weight: \(10, 384\) vs model \(1000, 384\)"):
         from_timm(ten_classes.state_dict(), "resmlp_12_224")
+
+
+def test_fashion_presets_take_28_px_gray_images():
+    for name, distilled in (("resmlp_pico_28", False), ("resmlp_pico_distilled_28", True)):
+        model = create_model(name).eval()
+        assert model.num_patches == 49 and model.in_chans == 1 and (model.head_dist is not None) == distilled
+        assert model.cross_patch_weights().shape == (6, 49, 49)
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+        with pytest.raises(ValueError, match="28 x 28"):
+            model(torch.randn(2, 1, 32, 32))

@@ -547,3 +547,120 @@ def levit_attention_bias_parameters(answer: int, model_name: str = "levit_128s")
              per_layer: "each head has its own bias: multiply by the number of heads."}
     return CheckResult(name, False, hints.get(answer, f"{answer} is not it. Per layer: heads x res^2, res = 14, 7, 4 "
                        "for the three stages at 224 px; the shrinking attentions use their key grid (14, then 7)."))
+
+
+# ---- Chapter 03 (ResMLP) ---------------------------------------------------------------------------------------------
+
+
+def affine(cls: Callable[[int], torch.nn.Module]) -> CheckResult:
+    """Exercise: ``cls(dim)`` is an ``nn.Module`` computing ResMLP's Aff(x) = alpha * x + beta per channel (the last
+    axis of x (B, N, D)), with learnable ``alpha`` (init 1) and ``beta`` (init 0), and nothing else: no statistics of
+    the data (``vitedu.models.resmlp.Affine``)."""
+    name = "Affine"
+    dim, patches = 6, 4
+    module, error = _call(name, cls, dim)
+    if error is not None:
+        return error
+    if not isinstance(module, torch.nn.Module):
+        return CheckResult(name, False, f"cls(dim) must build an nn.Module, got {type(module).__name__}.")
+    params = dict(module.named_parameters())
+    if set(params) != {"alpha", "beta"}:
+        hint = (" Wrap them in nn.Parameter so that the optimizer trains them." if not params else
+                " Keep exactly two: alpha and beta, no weight of a LayerNorm or Linear.")
+        return CheckResult(name, False, f"learnable parameters {sorted(params)}; expected ['alpha', 'beta'].{hint}")
+    if params["alpha"].shape != (dim,) or params["beta"].shape != (dim,):
+        return CheckResult(name, False, f"alpha {tuple(params['alpha'].shape)} / beta {tuple(params['beta'].shape)}; "
+                           f"expected ({dim},) each: one scale and one shift per channel.")
+    if not (torch.all(params["alpha"] == 1) and torch.all(params["beta"] == 0)):
+        return CheckResult(name, False, "initialise alpha to ones and beta to zeros: the layer starts as the identity.")
+    if list(module.buffers()):
+        return CheckResult(name, False, "Affine keeps no buffers (no running statistics): that is what lets it fold "
+                           "into a neighbouring linear layer.")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, patches, dim, generator=generator, dtype=torch.float64) * 2 + 1
+    with torch.no_grad():
+        module.double()
+        params["alpha"].copy_(torch.rand(dim, generator=generator, dtype=torch.float64) + 0.5)
+        params["beta"].copy_(torch.randn(dim, generator=generator, dtype=torch.float64))
+    alpha, beta = params["alpha"].detach(), params["beta"].detach()
+    with torch.no_grad():
+        got, error = _call(name, module, x)
+    if error is not None:
+        return error
+    want = alpha * x + beta
+    if not isinstance(got, torch.Tensor) or got.shape != x.shape:
+        return CheckResult(name, False, f"the output must have the input's shape {tuple(x.shape)}.")
+    if torch.allclose(got, want, atol=1e-10):
+        return CheckResult(name, True, "alpha * x + beta per channel: LayerNorm's place, without its statistics.")
+    normalised = (x - x.mean(-1, keepdim=True)) / x.std(-1, unbiased=False, keepdim=True)
+    if torch.allclose(got, alpha * normalised + beta, atol=1e-4):
+        return CheckResult(name, False, "you normalised x, as LayerNorm does: Affine uses no statistics of x, only "
+                           "alpha * x + beta.")
+    if torch.allclose(got, alpha * x, atol=1e-10):
+        return CheckResult(name, False, "beta is missing: add the shift.")
+    if torch.allclose(got, x + beta, atol=1e-10):
+        return CheckResult(name, False, "alpha is missing: scale x by alpha.")
+    return CheckResult(name, False, "wrong values: alpha and beta act on the last axis (channels), every patch alike.")
+
+
+def cross_patch_parameters(answer: int, model_name: str = "resmlp_12_224") -> CheckResult:
+    """Exercise: the parameters of all cross-patch layers of ``model_name`` (each a ``Linear(N, N)`` with bias, N the
+    number of patches), summed over the blocks."""
+    from .models import create_model
+    from .models.resmlp import ResMLPBlock
+
+    name = "cross-patch parameters"
+    with torch.device("meta"):
+        model = create_model(model_name)
+    blocks = [m for m in model.modules() if isinstance(m, ResMLPBlock)]
+    n, depth, dim = model.num_patches, len(blocks), model.embed_dim
+    want = depth * (n * n + n)
+    total = sum(p.numel() for p in model.parameters())
+    if answer == want:
+        return CheckResult(name, True, f"{depth} x ({n}^2 + {n}) = {want:,}, {100 * want / total:.1f}% of the model's "
+                           f"{total:,} parameters: patches are cheap to mix at 224 px, but N^2 grows fast with N.")
+    grid = round(n ** 0.5)
+    hints = {depth * n * n: "each cross-patch Linear has a bias too (one per patch): N^2 + N per layer.",
+             n * n + n: f"that is one layer: there is one in each of the {depth} blocks.",
+             n * n: f"one layer without its bias; and there are {depth} blocks.",
+             depth * (grid * grid + grid): f"N is the number of patches, ({model.img_size} / {model.patch_size})^2 = "
+                                            f"{n}, not the grid's side {grid}.",
+             depth * (dim * dim + dim): "that is a channel-mixing Linear(D, D): the cross-patch layer mixes the N "
+                                        "patches, Linear(N, N), the same for every channel.",
+             depth * (n * n + n) * dim: "the cross-patch weights are shared by all channels: one N x N matrix per "
+                                        "layer, not one per channel."}
+    return CheckResult(name, False, hints.get(answer, f"{answer:,} is not it. N = ({model.img_size} / "
+                       f"{model.patch_size})^2 patches; each of the {depth} blocks has one Linear(N, N) with bias."))
+
+
+def cross_patch_matmul(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> CheckResult:
+    """Exercise: ``fn(x (B, N, D), weight (N, N), bias (N,)) -> (B, N, D)``, the cross-patch step written as a
+    matrix product over the patch axis: ``out[b, n, d] = sum_m weight[n, m] x[b, m, d] + bias[n]``, the same as
+    ``nn.Linear(N, N)`` applied to ``x.transpose(1, 2)`` and transposed back."""
+    name = "cross-patch as a matmul"
+    generator = torch.Generator().manual_seed(0)
+    b, n, d = 2, 9, 5
+    x = torch.randn(b, n, d, generator=generator, dtype=torch.float64)
+    weight = torch.randn(n, n, generator=generator, dtype=torch.float64)
+    bias = torch.randn(n, generator=generator, dtype=torch.float64)
+    want = torch.nn.functional.linear(x.transpose(1, 2), weight, bias).transpose(1, 2)
+    got, error = _call(name, fn, x.clone(), weight.clone(), bias.clone())
+    if error is not None:
+        return error
+    if not isinstance(got, torch.Tensor):
+        return CheckResult(name, False, f"return a torch.Tensor, not {type(got).__name__}.")
+    if got.shape != want.shape:
+        return CheckResult(name, False, f"shape {tuple(got.shape)}, expected {tuple(want.shape)}: the output keeps x's "
+                           "(B, N, D) layout.")
+    got = got.double()
+    if torch.allclose(got, want, atol=1e-8):
+        return CheckResult(name, True, "weight @ x mixes the patches of each channel alike: eq. (1)'s (A Z^T)^T.")
+    if torch.allclose(got, torch.einsum("mn,bmd->bnd", weight, x) + bias[:, None], atol=1e-8):
+        return CheckResult(name, False, "the weight is transposed: row n of the weight gathers the patches into patch "
+                           "n, out[:, n] = sum_m weight[n, m] x[:, m].")
+    if torch.allclose(got, want - bias[:, None], atol=1e-8):
+        return CheckResult(name, False, "the bias is missing: add bias[n] to every channel of patch n.")
+    if torch.allclose(got, want - bias[:, None] + bias[None, :d], atol=1e-8):
+        return CheckResult(name, False, "the bias belongs to the patch axis (one per patch), not to the channels.")
+    return CheckResult(name, False, "wrong values: out[b, n, d] = sum_m weight[n, m] x[b, m, d] + bias[n] (try "
+                       "weight @ x, which multiplies over the patch axis of every batch item).")

@@ -103,9 +103,12 @@ def recipe_at(name: str, budget, train_images: int, batch_size: int, epochs: int
 
 def train_variant(model_name: str, config: TrainConfig, prepared: Prepared, *, seed: int = 0, name: str = "",
                   device="cpu", num_workers: int = 0, callbacks=(), model_overrides: dict | None = None,
-                  eval_every: int = 1, image_size: int | None = None) -> dict:
+                  eval_every: int = 1, image_size: int | None = None,
+                  teacher: torch.nn.Module | None = None) -> dict:
     """Train ``model_name`` with ``config`` (its seed replaced by ``seed``); return the run's numbers.
 
+    ``teacher``: the trained model a distilling ``config`` (``distillation`` "hard" or "soft") learns from; the
+    student (``model_name``) must then have a distillation head (e.g. ``resmlp_pico_distilled_32``).
     ``image_size``: train at this size (the crop's output) instead of the images' own; testing stays at the images'
     size, as when ResNet strikes back's A3 trains at 160 px and tests at 224."""
     config = config.replace(seed=seed)
@@ -120,7 +123,7 @@ def train_variant(model_name: str, config: TrainConfig, prepared: Prepared, *, s
     test_loader = TensorLoader(prepared.test_images, prepared.test_labels, 500)
     start = time.perf_counter()
     history = fit(model, train_loader, test_loader, config, device=device, desc=f"{name} seed {seed}".strip(),
-                  callbacks=callbacks, eval_every=eval_every)
+                  callbacks=callbacks, eval_every=eval_every, teacher=teacher)
     return {"variant": name, "seed": seed, "val_acc": history.last["val_acc"],
             "ema_val_acc": history.last.get("ema_val_acc"), "seconds": time.perf_counter() - start,
             "history": history.epochs, "model": model}

@@ -268,3 +268,17 @@ def resmlp_pico_32(**kw) -> ResMLP:
 @register_model
 def resmlp_pico_distilled_32(**kw) -> ResMLP:
     return _resmlp(dict(_PICO_32, distilled=True), kw)
+
+
+# The same for Fashion-MNIST: 28-px gray images, 4-px patches (a 7 x 7 grid, so 49 x 49 cross-patch maps).
+_PICO_28 = dict(_PICO_32, img_size=28, in_chans=1)
+
+
+@register_model
+def resmlp_pico_28(**kw) -> ResMLP:
+    return _resmlp(_PICO_28, kw)
+
+
+@register_model
+def resmlp_pico_distilled_28(**kw) -> ResMLP:
+    return _resmlp(dict(_PICO_28, distilled=True), kw)
