@@ -62,6 +62,7 @@ class Config:
     batch_size: int = 64
     eval_every: int = 5
     mass: float = 0.6  # of the pooling attention kept in a mask (DINO's value)
+    example_images: int = 6  # test images whose maps (seed 0, trained and untrained) the ledger keeps
     memory_models: tuple[str, ...] = MEMORY_MODELS
     memory_sizes: tuple[int, ...] = (128, 224, 320, 448)
     memory_batch: int = 1
@@ -72,7 +73,7 @@ CONFIGS = {
     "smoke": Config(StudyData("scenes", 256, 256, 32), epochs=1, seeds=(0,), eval_every=1,
                     memory_models=("patchconvnet_pico_32", "vit_pico_patch4_32"), memory_sizes=(32, 48, 64, 80),
                     memory_extrapolate=(128,)),
-    "cpu": Config(StudyData("scenes", 2000, 1000, 32), epochs=6, seeds=(0, 1, 2), eval_every=6),
+    "cpu": Config(StudyData("scenes", 4000, 1000, 32), epochs=5, seeds=(0, 1, 2), eval_every=5),
     "gpu": Config(StudyData("scenes", 10000, 2000, 32), epochs=20, seeds=(0, 1, 2), eval_every=5,
                   memory_sizes=(128, 224, 320, 448, 640)),
 }
@@ -359,7 +360,7 @@ def plot_architecture(model: PatchConvNet, title: str = "", ax=None):
 
     rows = architecture_rows(model)
     if ax is None:
-        _, ax = plt.subplots(figsize=(1.3 * len(rows) + 0.5, 3.0))
+        _, ax = plt.subplots(figsize=(1.4 * len(rows) + 0.5, 3.0))
     largest = math.log2(rows[0]["resolution"]) + 1
     colours = {"image": "0.8", "stem conv 3x3/2": "C1", "ConvBlocks": "C0", "attention pooling": "C3",
                "average pooling": "C7", "head": "C2"}
@@ -377,11 +378,12 @@ def plot_architecture(model: PatchConvNet, title: str = "", ax=None):
             width = side
         detail = f"{row['resolution']}x{row['resolution']}\n{row['channels']} ch"
         if row["step"] == "ConvBlocks":
+            tokens = row["resolution"] ** 2
             detail += f"\n{row['blocks']} blocks"
         elif row["step"] == "attention pooling":
-            detail = f"1 query over\n1 + tokens\n{row['channels']} ch"
+            detail = f"1 query,\n1 + {tokens} keys\n{row['channels']} ch"
         elif row["step"] == "head":
-            detail = f"{row['channels']} classes"
+            detail = f"{row['channels']}\nclasses"
         ax.text(x + width / 2, -0.62, detail, ha="center", va="top", fontsize=7)
         ax.text(x + width / 2, 0.6, row["step"].replace(" pooling", "\npooling"), ha="center", va="bottom",
                 fontsize=7)
@@ -464,8 +466,8 @@ def score_seed(cfg: Config, prepared: Prepared, masks: torch.Tensor, trained: nn
 
 def run(budget: Budget, device="cpu") -> dict:
     """The chapter's study, as stored in the ledger: accuracy per pooling and seed, the pooling maps' Jaccard (and
-    mass on the object) per seed against the masks, the memory measurements with their fits, and the wall time of
-    each part."""
+    mass on the object) per seed against the masks, the maps of the first test images (seed 0), the memory
+    measurements with their fits, and the wall time of each part."""
     cfg = config(budget)
     start = time.perf_counter()
     prepared = prepare(cfg.data)
@@ -474,6 +476,10 @@ def run(budget: Budget, device="cpu") -> dict:
     masks = scene_masks(cfg)
     per_seed = [score_seed(cfg, prepared, masks, r["model"], r["seed"]) for r in runs if r["variant"] == ATTENTION]
     scored_at = time.perf_counter()
+    first = next(r for r in runs if r["variant"] == ATTENTION and r["seed"] == cfg.seeds[0])
+    shown = prepared.test_images[:cfg.example_images]
+    examples = {"trained": pooling_maps(first["model"], shown).tolist(),
+                "untrained": pooling_maps(initial_model(cfg, prepared, cfg.seeds[0]), shown).tolist()}
     memory = memory_vs_resolution(cfg.memory_models, cfg.memory_sizes, cfg.memory_batch, progress=False)
     fits = memory_fit(memory, cfg.memory_extrapolate)
     convnet = cfg.memory_models[0]
@@ -481,7 +487,7 @@ def run(budget: Budget, device="cpu") -> dict:
     end = time.perf_counter()
     return {"config": asdict(cfg), "summary": summarize(runs), "runs": ledger_rows(runs),
             "mask_scores": per_seed, "mask_summary": summarize_scores(per_seed),
-            "object_share": masks.float().mean().item(),
+            "object_share": masks.float().mean().item(), "example_maps": examples,
             "memory": memory, "memory_fit": fits,
             "crossing": {label: crossing_size(fits, convnet, label) for label in vit},
             "seconds": end - start,
