@@ -6,7 +6,8 @@ import torch
 import vitedu
 from vitedu import check
 from vitedu.budget import Budget
-from vitedu.experiments import get, patchconvnet_study as study
+from vitedu.experiments import get
+from vitedu.experiments import patchconvnet_study as study
 from vitedu.experiments.recipe_study import StudyData, prepare
 from vitedu.models.patchconvnet import ClassAttention
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import (deit3_revenge, dino, levit_study, patchconvnet_study, resnet_strikes_back, scenes_calibration,
-               vit_in_minutes)
+from . import (
+    deit3_revenge,
+    dino,
+    levit_study,
+    patchconvnet_study,
+    resnet_strikes_back,
+    scenes_calibration,
+    vit_in_minutes,
+)
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "00_vit_in_minutes": vit_in_minutes,
