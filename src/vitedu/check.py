@@ -664,3 +664,141 @@ def cross_patch_matmul(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], 
         return CheckResult(name, False, "the bias belongs to the patch axis (one per patch), not to the channels.")
     return CheckResult(name, False, "wrong values: out[b, n, d] = sum_m weight[n, m] x[b, m, d] + bias[n] (try "
                        "weight @ x, which multiplies over the patch axis of every batch item).")
+
+
+# ---- Chapter 05 (PatchConvNet) ---------------------------------------------------------------------------------------
+
+
+def _class_attention(x: torch.Tensor, cls: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor,
+                     scale: bool = True, with_cls: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    u = torch.cat([cls, x], dim=1) if with_cls else x
+    q, k, v = cls @ w_q.T, u @ w_k.T, u @ w_v.T
+    scores = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale else 1.0)
+    attn = scores.softmax(dim=-1)
+    return attn @ v, attn
+
+
+def class_attention_pooling(fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> CheckResult:
+    """Exercise: ``fn(x (B, N, D), cls (B, 1, D), w_q, w_k, w_v)`` -> ``(out (B, 1, D), attn (B, 1, N + 1))``, the
+    pooling's class attention with one head and no bias: q = cls W_q^T, k = u W_k^T, v = u W_v^T over
+    u = [cls; x], attn = softmax(q k^T / sqrt(D)), out = attn v (``nn.Linear``'s convention y = u W^T)."""
+    name = "class-attention pooling"
+    generator = torch.Generator().manual_seed(0)
+    B, N, D = 2, 9, 8
+    x = torch.randn(B, N, D, generator=generator, dtype=torch.float64)
+    cls = torch.randn(B, 1, D, generator=generator, dtype=torch.float64)
+    w_q, w_k, w_v = (torch.randn(D, D, generator=generator, dtype=torch.float64) for _ in range(3))
+    want_out, want_attn = _class_attention(x, cls, w_q, w_k, w_v)
+    got, error = _call(name, fn, x, cls, w_q, w_k, w_v)
+    if error is not None:
+        return error
+    if not (isinstance(got, tuple) and len(got) == 2 and all(isinstance(t, torch.Tensor) for t in got)):
+        return CheckResult(name, False, "return a pair of tensors (out, attn).")
+    out, attn = (t.detach().double() for t in got)
+    if attn.shape == (B, 1, N):
+        return CheckResult(name, False, f"attn has {N} columns, one per patch: the class token attends to itself "
+                           f"too, so the keys and values come from u = [cls; x], N + 1 = {N + 1} tokens.")
+    if out.shape[1] != 1 or attn.shape[1] != 1:
+        return CheckResult(name, False, f"out {tuple(out.shape)}, attn {tuple(attn.shape)}: only the class token "
+                           f"asks a query, so out is (B, 1, D) = {(B, 1, D)} and attn (B, 1, N + 1) = {(B, 1, N + 1)}.")
+    if out.shape != want_out.shape or attn.shape != want_attn.shape:
+        return CheckResult(name, False, f"out {tuple(out.shape)}, attn {tuple(attn.shape)}; expected "
+                           f"{tuple(want_out.shape)} and {tuple(want_attn.shape)}.")
+    if torch.allclose(out, want_out) and torch.allclose(attn, want_attn):
+        return CheckResult(name, True, "one query, N + 1 keys: the pooling's attention costs N + 1 scores, not "
+                           "(N + 1)^2.")
+    if not torch.allclose(attn.sum(-1), torch.ones_like(attn.sum(-1))):
+        return CheckResult(name, False, "each attention row must sum to 1: softmax over the keys (the last "
+                           "dimension) of the scores.")
+    if torch.allclose(attn, _class_attention(x, cls, w_q, w_k, w_v, scale=False)[1]):
+        return CheckResult(name, False, "scale the scores q k^T by 1 / sqrt(D) before the softmax.")
+    if torch.allclose(attn, _class_attention(x, cls, w_q.T, w_k.T, w_v.T)[1]):
+        return CheckResult(name, False, "the weights are in nn.Linear's layout (out, in): project with u @ W.T, "
+                           "not u @ W.")
+    if torch.allclose(attn, want_attn):
+        return CheckResult(name, False, "attn is right but out is not: out = attn @ v, with v = u W_v^T over "
+                           "all N + 1 tokens.")
+    return CheckResult(name, False, "wrong attention weights: q from the class token only (cls W_q^T), k from "
+                       "u = [cls; x] (u W_k^T), then softmax(q k^T / sqrt(D)).")
+
+
+def attention_sizes(fn: Callable[[int, int, int, int], tuple[int, int, int]]) -> CheckResult:
+    """Exercise: ``fn(img_size, patch_size, depth, num_heads)`` -> ``(tokens, vit_scores, pooling_scores)``: the
+    number of patch tokens, the attention scores one image costs a ViT (class token included: ``depth`` blocks of
+    ``num_heads`` (N + 1) x (N + 1) matrices) and PatchConvNet's pooling (one block, one head, one query over N + 1
+    tokens)."""
+    name = "attention sizes"
+    for img_size, patch, depth, heads in ((224, 16, 12, 6), (448, 16, 12, 6), (384, 32, 24, 16)):
+        n = (img_size // patch) ** 2
+        want = (n, depth * heads * (n + 1) ** 2, n + 1)
+        got, error = _call(name, fn, img_size, patch, depth, heads)
+        if error is not None:
+            return error
+        if not (isinstance(got, (tuple, list)) and len(got) == 3):
+            return CheckResult(name, False, "return three numbers: (tokens, vit_scores, pooling_scores).")
+        try:
+            tokens, vit, pool = (int(v) for v in got)
+        except (TypeError, ValueError):
+            return CheckResult(name, False, "return three whole numbers: (tokens, vit_scores, pooling_scores).")
+        where = f"at {img_size} px, patch {patch}, {depth} blocks of {heads} heads"
+        if tokens != n:
+            hint = " (the grid is (side / patch) squared)" if tokens in (img_size // patch, n + 1) else ""
+            return CheckResult(name, False, f"{where}: {tokens} tokens, expected {n}{hint}; count the patches only.")
+        if vit != want[1]:
+            hints = {depth * heads * n * n: "the class token takes part in the ViT's attention: (N + 1)^2 scores "
+                                            "per head.",
+                     heads * (n + 1) ** 2: "every block has its own attention: multiply by the depth.",
+                     depth * (n + 1) ** 2: "every head has its own matrix: multiply by the number of heads.",
+                     (n + 1) ** 2: "one (N + 1)^2 matrix per head and per block."}
+            return CheckResult(name, False, f"{where}: ViT scores {vit}. " + hints.get(vit, "Count depth x heads x "
+                               "(N + 1)^2."))
+        if pool != want[2]:
+            hint = ("the pooling has a single query (the class token): one row of N + 1 scores."
+                    if pool in ((n + 1) ** 2, n * n) else "one block, one head, one query over the N + 1 tokens.")
+            return CheckResult(name, False, f"{where}: pooling scores {pool}. {hint}")
+    n = (448 // 16) ** 2
+    return CheckResult(name, True, f"at 448 px a ViT-S computes {12 * 6 * (n + 1) ** 2:,} attention scores per image "
+                       f"(and stores them unless its kernel is fused); the pooling {n + 1}.")
+
+
+def attention_weighted_pooling(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> CheckResult:
+    """Exercise: ``fn(features (B, D, H, W), scores (B, H, W))`` -> (B, D): the features averaged with the weights
+    softmax(scores) over all H x W positions (with equal scores: average pooling)."""
+    name = "attention-weighted pooling"
+    generator = torch.Generator().manual_seed(0)
+    B, D, H, W = 2, 5, 3, 4
+    features = torch.randn(B, D, H, W, generator=generator, dtype=torch.float64)
+    scores = 2 * torch.randn(B, H, W, generator=generator, dtype=torch.float64)
+    weights = scores.flatten(1).softmax(-1)
+    want = torch.einsum("bdn,bn->bd", features.flatten(2), weights)
+    got, error = _call(name, fn, features, scores)
+    if error is not None:
+        return error
+    if not isinstance(got, torch.Tensor):
+        return CheckResult(name, False, f"return a torch.Tensor, not {type(got).__name__}.")
+    got = got.detach().double()
+    if got.shape != want.shape:
+        return CheckResult(name, False, f"shape {tuple(got.shape)}, expected (B, D) = {tuple(want.shape)}: one "
+                           "pooled vector per image.")
+    if torch.allclose(got, want):
+        constant, error = _call(name, fn, features, torch.zeros_like(scores))
+        if error is None and isinstance(constant, torch.Tensor) and not torch.allclose(
+                constant.double(), features.mean((2, 3))):
+            return CheckResult(name, False, "equal scores must give average pooling.")
+        return CheckResult(name, True, "with equal scores this is average pooling; a trained pooling can give "
+                           "a small object most of the weight instead of its share of the pixels.")
+    if torch.allclose(got, features.mean((2, 3))):
+        return CheckResult(name, False, "that is average pooling: weight each position by softmax(scores).")
+    rows = torch.einsum("bdhw,bhw->bd", features, scores.softmax(-1))
+    cols = torch.einsum("bdhw,bhw->bd", features, scores.softmax(-2))
+    if torch.allclose(got, rows) or torch.allclose(got, cols):
+        return CheckResult(name, False, "the softmax runs over one spatial axis only: flatten H x W and take it over "
+                           "all positions, so the weights of an image sum to 1.")
+    if torch.allclose(got, torch.einsum("bdhw,bhw->bd", features, scores)):
+        return CheckResult(name, False, "the raw scores are not weights: turn them into a distribution with a "
+                           "softmax first.")
+    if torch.allclose(got, torch.einsum("bdhw,bhw->bd", features, scores.exp())):
+        return CheckResult(name, False, "exp(scores) must be normalised: divide by its sum over the positions "
+                           "(that is the softmax).")
+    return CheckResult(name, False, "wrong values: out[b, d] = sum over (h, w) of softmax(scores[b])[h, w] * "
+                       "features[b, d, h, w].")

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import deit3_revenge, dino, levit_study, resmlp_study, resnet_strikes_back, scenes_calibration, vit_in_minutes
+from . import (
+    deit3_revenge,
+    dino,
+    levit_study,
+    patchconvnet_study,
+    resmlp_study,
+    resnet_strikes_back,
+    scenes_calibration,
+    vit_in_minutes,
+)
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "00_vit_in_minutes": vit_in_minutes,
@@ -12,6 +21,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "02_deit3": deit3_revenge,
     "03_resmlp": resmlp_study,
     "04_levit": levit_study,
+    "05_patchconvnet": patchconvnet_study,
     "07_dino": dino,
     "data_scenes": scenes_calibration,
 }
