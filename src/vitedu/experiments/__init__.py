@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import deit3_revenge, dino, levit_study, resnet_strikes_back, scenes_calibration, vit_in_minutes
+from . import deit3_revenge, dino, levit_study, resnet_strikes_back, scenes_calibration, three_things, vit_in_minutes
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "00_vit_in_minutes": vit_in_minutes,
     "01_resnet_strikes_back": resnet_strikes_back,
     "02_deit3": deit3_revenge,
     "04_levit": levit_study,
+    "06_three_things": three_things,
     "07_dino": dino,
     "data_scenes": scenes_calibration,
 }
