@@ -16,7 +16,8 @@ def test_registered_and_every_budget_is_valid():
         cfg = tt.config(Budget(name))
         assert (len(cfg.seeds) >= 3) == (name != "smoke")
         assert set(cfg.live_seeds) <= set(cfg.seeds) and set(cfg.mim_seeds) <= set(cfg.seeds)
-        assert cfg.data.dataset == "fashion" and cfg.transfer.dataset == "scenes"
+        assert cfg.data.dataset == "fashion" and cfg.finetune_size > cfg.data.image_size
+        assert cfg.finetune_size % 4 == 0  # the pico models' patch size
 
 
 def test_arrangements_have_equal_parameters_and_half_the_depth():
@@ -113,12 +114,15 @@ def test_masked_image_model_without_mask_is_the_vit(randomise):
         tt.MaskedPatchObjective(0.0)
 
 
-def test_grey_scenes():
-    prepared = tt.grey_scenes(tt.StudyData("scenes", 20, 10, 32))
-    assert prepared.train_images.shape == (20, 1, 32, 32) and prepared.train_images.dtype == torch.uint8
-    assert prepared.test_images.shape == (10, 1, 32, 32) and abs(prepared.test_images.mean()) < 1.0
-    with pytest.raises(ValueError, match="scenes"):
-        tt.grey_scenes(tt.StudyData("fashion", 20, 10, 28))
+def test_upsampled_keeps_labels_and_normalisation():
+    small = tt.prepare(tt.StudyData("fashion", 20, 10, 28))
+    big = tt.upsampled(small, 40)
+    assert big.train_images.shape == (20, 1, 40, 40) and big.train_images.dtype == torch.uint8
+    assert big.test_images.shape == (10, 1, 40, 40) and torch.equal(big.test_labels, small.test_labels)
+    assert abs(big.train_images.float().mean() - small.train_images.float().mean()) < 2.0
+    assert big.mean == small.mean and big.std == small.std
+    with pytest.raises(ValueError, match="larger"):
+        tt.upsampled(small, 28)
 
 
 def test_smoke_study_end_to_end():
