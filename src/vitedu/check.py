@@ -629,7 +629,8 @@ def attention_only_trainable(fn: Callable[[torch.nn.Module], object]) -> CheckRe
         return CheckResult(name, False, f"{model_name}: {hint}")
     model = create_model("vit_pico_patch4_32")
     share = set_trainable(model, "attention") / sum(p.numel() for p in model.parameters())
-    return CheckResult(name, True, f"the same set as vitedu's set_trainable: {100 * share:.0f}% of vit_pico_patch4_32's "
+    return CheckResult(name, True, f"the same set as vitedu's set_trainable: {100 * share:.0f}% of "
+                       "vit_pico_patch4_32's "
                        "parameters, both parallel branches and the distillation head included.")
 
 
