@@ -802,3 +802,127 @@ def attention_weighted_pooling(fn: Callable[[torch.Tensor, torch.Tensor], torch.
                            "(that is the softmax).")
     return CheckResult(name, False, "wrong values: out[b, d] = sum over (h, w) of softmax(scores[b])[h, w] * "
                        "features[b, d, h, w].")
+
+
+# ---- Chapter 06 (Three things) ---------------------------------------------------------------------------------------
+
+
+def block_parameters(fn: Callable[[int, float, int, bool], int]) -> CheckResult:
+    """Exercise: ``fn(dim, mlp_ratio, num_parallel, layer_scale)`` -> the parameters of one ViT block with
+    ``num_parallel`` attention and MLP branches (1: the sequential block), each branch with its LayerNorm, biases
+    everywhere, and a LayerScale per branch when ``layer_scale`` (``vitedu.models.vit.Block`` / ``ParallelBlock``)."""
+    from .models.vit import Block, ParallelBlock
+
+    name = "parameters of a (parallel) block"
+    for dim, ratio, parallel, scale in ((64, 2.0, 1, False), (64, 2.0, 2, True), (384, 4.0, 2, True),
+                                        (48, 3.0, 3, False)):
+        init = 1e-4 if scale else None
+        block = (Block(dim, 4, ratio, init_values=init) if parallel == 1
+                 else ParallelBlock(dim, 4, parallel, ratio, init_values=init))
+        want = sum(p.numel() for p in block.parameters())
+        got, error = _call(name, fn, dim, ratio, parallel, scale)
+        if error is not None:
+            return error
+        if got == want:
+            continue
+        d, h, p = dim, int(dim * ratio), parallel
+        attn, mlp, norms, scales = 4 * d * d + 4 * d, 2 * d * h + h + d, 4 * d, 2 * d * scale
+        hints = {p * (attn + mlp + scales): "each branch has its own LayerNorm (weight and bias, 2 x dim), before its "
+                                            "attention or MLP.",
+                 p * (4 * d * d + 2 * d * h + norms + scales): "the linear layers have biases: qkv (3 dim), proj "
+                                                                "(dim), fc1 (hidden), fc2 (dim).",
+                 p * (attn + mlp + norms): "LayerScale adds one vector of dim numbers per branch (two per "
+                                           "attention/MLP pair).",
+                 attn + mlp + norms + scales: "a parallel block has num_parallel attention and num_parallel MLP "
+                                              "branches: multiply by num_parallel.",
+                 p * (attn + mlp + norms + scales // 2): "each branch (attention and MLP alike) has its own "
+                                                         "LayerScale."}
+        return CheckResult(name, False, f"dim {dim}, mlp_ratio {ratio}, {parallel} branch(es), layer_scale {scale}: "
+                           f"{got}, expected {want}. " + hints.get(got, "Count, per branch: LayerNorm, qkv and proj "
+                                                                   "of the attention, fc1 and fc2 of the MLP."))
+    return CheckResult(name, True, "right for sequential and parallel blocks: 2 parallel branches at half the depth "
+                       "have exactly the parameters of the sequential stack.")
+
+
+def attention_only_trainable(fn: Callable[[torch.nn.Module], object]) -> CheckResult:
+    """Exercise: ``fn(model)`` -> the names of the parameters that attention-only fine-tuning trains (Three things,
+    section 3: every attention weight, plus head and position embedding; ``vitedu.train.set_trainable``)."""
+    from .models import create_model
+    from .train import set_trainable
+
+    name = "attention-only trainable parameters"
+    for model_name in ("vit_pico_patch4_32", "vit_pico_patch4_32_2x2", "deit_pico_distilled_patch4_32"):
+        model = create_model(model_name)
+        set_trainable(model, "attention")
+        want = {n for n, p in model.named_parameters() if p.requires_grad}
+        got, error = _call(name, fn, create_model(model_name))
+        if error is not None:
+            return error
+        try:
+            got = {str(n) for n in got}
+        except TypeError:
+            return CheckResult(name, False, "return the parameter names (a list or set of strings from "
+                               "model.named_parameters()).")
+        if got == want:
+            continue
+        missing, extra = want - got, got - want
+        if any(n.startswith("head") for n in missing):
+            hint = "the classifier trains too: head.* (and head_dist.* for a distilled model)."
+        elif "pos_embed" in missing:
+            hint = "the position embedding trains too (it must adapt to a new resolution)."
+        elif any(".attns.1." in n for n in missing):
+            hint = ("both attention branches of a parallel block train: the official code names the second one "
+                    "'attn1', and a '.attn.' filter silently freezes it. Do not repeat that bug.")
+        elif any("norm" in n for n in extra):
+            hint = "the LayerNorms stay frozen, even those in front of the attention."
+        elif any("mlp" in n for n in extra):
+            hint = "the MLPs stay frozen: that is the point."
+        elif extra & {"cls_token", "dist_token"} or any(n.startswith("patch_embed") for n in extra):
+            hint = "the patch embedding and the class (and distillation) token stay frozen."
+        else:
+            hint = f"missing {sorted(missing)[:3]}, extra {sorted(extra)[:3]}."
+        return CheckResult(name, False, f"{model_name}: {hint}")
+    model = create_model("vit_pico_patch4_32")
+    share = set_trainable(model, "attention") / sum(p.numel() for p in model.parameters())
+    return CheckResult(name, True, f"the same set as vitedu's set_trainable: {100 * share:.0f}% of "
+                       "vit_pico_patch4_32's "
+                       "parameters, both parallel branches and the distillation head included.")
+
+
+def patch_mask(fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]) -> CheckResult:
+    """Exercise: ``fn(images (B, C, H, W), mask (B, N) bool, patch_size)`` -> the images with the pixels of every
+    masked patch set to 0, patches numbered row by row (``vitedu.experiments.three_things.mask_patches``)."""
+    from .experiments.three_things import mask_patches, masking_leak
+    from .models import create_model
+
+    name = "mask patches"
+    generator = torch.Generator().manual_seed(0)
+    for size, patch in ((8, 2), (12, 4)):
+        grid = size // patch
+        images = torch.randn(2, 3, size, size, generator=generator) + 3.0  # no pixel is already 0
+        mask = torch.rand(2, grid * grid, generator=generator) < 0.5
+        mask[:, 1], mask[:, grid] = True, False  # asymmetric, so that a transposed mask shows
+        want = mask_patches(images, mask, patch)
+        got, error = _call(name, fn, images.clone(), mask.clone(), patch)
+        if error is not None:
+            return error
+        if not isinstance(got, torch.Tensor) or got.shape != images.shape:
+            return CheckResult(name, False, f"return images of the input's shape {tuple(images.shape)}, got "
+                               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}.")
+        if torch.allclose(got, want):
+            continue
+        flipped = mask.reshape(2, grid, grid).transpose(1, 2).reshape(2, -1)
+        if torch.allclose(got, mask_patches(images, flipped, patch)):
+            return CheckResult(name, False, "rows and columns are swapped: patch n sits at row n // grid, column "
+                               "n % grid.")
+        if torch.allclose(got, mask_patches(images, ~mask, patch)):
+            return CheckResult(name, False, "you zeroed the visible patches: True in the mask means masked.")
+        return CheckResult(name, False, f"{size} x {size} images, {patch}-px patches: wrong pixels. Each True entry "
+                           "n of the mask zeroes the P x P square at rows P*(n // grid) ..., columns P*(n % grid) ...")
+    model = create_model("vit_pico_hmlp_patch4_32")
+    images = torch.randn(2, 3, 32, 32, generator=generator)
+    mask = torch.rand(2, 64, generator=generator) < 0.5
+    leak = masking_leak(model, images, mask)
+    return CheckResult(name, True, f"masking these pixels before the hMLP stem leaves its visible tokens unchanged "
+                       f"(largest difference {leak['max_abs_diff']:.1g}): masking before or after the stem is the "
+                       "same.")

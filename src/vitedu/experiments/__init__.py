@@ -12,6 +12,7 @@ from . import (
     resmlp_study,
     resnet_strikes_back,
     scenes_calibration,
+    three_things,
     vit_in_minutes,
 )
 
@@ -22,6 +23,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "03_resmlp": resmlp_study,
     "04_levit": levit_study,
     "05_patchconvnet": patchconvnet_study,
+    "06_three_things": three_things,
     "07_dino": dino,
     "data_scenes": scenes_calibration,
 }

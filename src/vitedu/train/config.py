@@ -9,7 +9,7 @@ LOSSES = ("ce", "bce")
 AUGMENTS = ("none", "flip", "randaugment", "3augment")
 CROPS = ("none", "rrc", "src")
 DISTILLATIONS = ("none", "hard", "soft")
-TRAINABLE = ("all", "attention")
+TRAINABLE = ("all", "attention", "head")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 CLIP_MODES = ("norm", "agc", "param")  # param: each parameter tensor's norm on its own (DINO's clip_gradients)
 TUPLE_SETTINGS = ("crop_scale", "blur_radius")  # stored as lists in JSON and TOML
@@ -62,7 +62,8 @@ class TrainConfig:
     distillation: str = "none"
     distillation_alpha: float = 0.5
     distillation_tau: float = 1.0
-    trainable: str = "all"  # attention: only the attention weights (plus head and position embedding) train
+    trainable: str = "all"  # attention: only the attention weights (plus head and position embedding) train;
+    # head: only the classifier (a linear probe on frozen features)
     seed: int = 0
     extra: dict = field(default_factory=dict)  # free-form notes a recipe carries (source, paper table, ...)
 

@@ -130,9 +130,16 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def set_trainable(model: nn.Module, mode: str) -> int:
-    """``"all"``, or ``"attention"`` (Three things, section 3): only the attention weights train, plus the head and
-    the position embedding (the official ``--attn-only`` rule). Returns the number of trainable parameters."""
-    if mode == "attention":
+    """``"all"``, ``"attention"`` (Three things, section 3): only the attention weights train, plus the head and
+    the position embedding (the official ``--attn-only`` rule), or ``"head"``: only the classifier (``head*``
+    parameters: a linear probe). Returns the number of trainable parameters."""
+    if mode == "head":
+        if not any(n.startswith("head") for n, _ in model.named_parameters()):
+            raise ValueError(f"{type(model).__name__} has no parameters named 'head*': head-only training needs a "
+                             "model whose classifier is called 'head'.")
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("head"))
+    elif mode == "attention":
         keep = [n for n, _ in model.named_parameters() if ".attn." in n or n.startswith(("head", "pos_embed"))]
         if not any(".attn." in n for n in keep):
             raise ValueError(f"{type(model).__name__} has no parameters named '*.attn.*': attention-only fine-tuning "
@@ -143,7 +150,7 @@ def set_trainable(model: nn.Module, mode: str) -> int:
         for p in model.parameters():
             p.requires_grad_(True)
     else:
-        raise ValueError(f"trainable must be 'all' or 'attention', got {mode!r}.")
+        raise ValueError(f"trainable must be 'all', 'attention' or 'head', got {mode!r}.")
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
