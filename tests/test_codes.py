@@ -1,5 +1,7 @@
 """vitedu.codes: LSH, ITQ and PQ as encoders, their implicit and learned decoders, search and recall; faiss parity."""
 
+import struct
+
 import faiss
 import numpy as np
 import pytest
@@ -11,12 +13,16 @@ from vitedu.codes import (
     ProductQuantizer,
     evaluate,
     kmeans,
+    load_sift1m,
     pack_bits,
+    read_vecs,
     recall_at,
     reconstruction_mse,
     search,
     unpack_bits,
+    write_vecs,
 )
+from vitedu.codes.bench import speed_vs_faiss
 
 faiss.omp_set_num_threads(1)  # the test machine's cores are shared
 
@@ -271,3 +277,80 @@ def test_bad_inputs_get_clear_errors(x):
         search(x[:2], x[:5], 10)
     with pytest.raises(TypeError, match="LSH, ITQ or ProductQuantizer"):
         LinearDecoder(object())
+
+
+def test_search_on_pq_decoded_vectors_matches_faiss_index_pq(x):
+    """Asymmetric distance: faiss's IndexPQ (lookup tables) ranks like an exhaustive search of the decoded vectors."""
+    fpq = faiss.ProductQuantizer(16, 4, 4)
+    fpq.train(x)
+    index = faiss.IndexPQ(16, 4, 4)
+    index.pq = fpq
+    index.is_trained = True
+    index.add(x)
+    pq = ProductQuantizer(16, 4, nbits=4).set_centroids(faiss.vector_to_array(fpq.centroids))
+    queries = correlated(50, seed=14)
+    D, I = search(queries, pq.decode(pq.encode(x)), 5)  # noqa: E741
+    Df, If = index.search(queries, 5)
+    assert np.allclose(D, Df, rtol=1e-4, atol=1e-3)
+    assert (I == If).mean() > 0.95  # equal up to ties between identical decoded vectors
+
+
+# ---- .fvecs / .bvecs / .ivecs
+
+def test_vecs_files_round_trip_and_match_the_texmex_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((6, 5)).astype(np.float32)
+    b = rng.integers(0, 256, (4, 3), dtype=np.uint8)
+    i = rng.integers(0, 10**6, (3, 7), dtype=np.int32)
+    # an independent writer: int32 dimension then the components, little endian
+    (tmp_path / "ref.fvecs").write_bytes(b"".join(struct.pack("<i", 5) + struct.pack("<5f", *row) for row in f))
+    assert np.array_equal(read_vecs(tmp_path / "ref.fvecs"), f)
+    for name, arr in (("a.fvecs", f), ("a.bvecs", b), ("a.ivecs", i)):
+        write_vecs(tmp_path / name, arr)
+        back = read_vecs(tmp_path / name)
+        assert back.dtype == arr.dtype and np.array_equal(back, arr)
+        assert np.array_equal(read_vecs(tmp_path / name, count=2, offset=1), arr[1:3])
+    assert (tmp_path / "a.fvecs").read_bytes() == (tmp_path / "ref.fvecs").read_bytes()
+    assert (tmp_path / "a.bvecs").stat().st_size == 4 * (4 + 3)
+
+
+def test_sift1m_loader_on_a_tiny_generated_copy(tmp_path):
+    rng = np.random.default_rng(1)
+    for name, arr in (("sift_learn.fvecs", rng.random((20, 8))), ("sift_base.fvecs", rng.random((30, 8))),
+                      ("sift_query.fvecs", rng.random((5, 8)))):
+        write_vecs(tmp_path / name, arr)
+    with pytest.raises(FileNotFoundError, match="sift_groundtruth.ivecs"):
+        load_sift1m(tmp_path)
+    write_vecs(tmp_path / "sift_groundtruth.ivecs", np.zeros((5, 3)))
+    data = load_sift1m(tmp_path)
+    assert data["base"].shape == (30, 8) and data["groundtruth"].dtype == np.int32
+
+
+def test_vecs_bad_files_get_clear_errors(tmp_path):
+    write_vecs(tmp_path / "a.fvecs", np.ones((3, 4)))
+    (tmp_path / "cut.fvecs").write_bytes((tmp_path / "a.fvecs").read_bytes()[:-2])
+    with pytest.raises(ValueError, match="not a multiple of the record size"):
+        read_vecs(tmp_path / "cut.fvecs")
+    with pytest.raises(ValueError, match="unknown extension"):
+        read_vecs(tmp_path / "a.npy")
+    with pytest.raises(FileNotFoundError):
+        read_vecs(tmp_path / "missing.fvecs")
+    with pytest.raises(ValueError, match="outside that type"):
+        write_vecs(tmp_path / "a.bvecs", np.full((2, 2), 300))
+    # two 12-byte records, the second announcing dimension 1 instead of 2
+    mixed = struct.pack("<i", 2) + struct.pack("<2f", 1, 2) + struct.pack("<i", 1) + struct.pack("<2f", 3, 4)
+    (tmp_path / "mixed.fvecs").write_bytes(mixed)
+    with pytest.raises(ValueError, match="vector 1 has dimension 1, expected 2"):
+        read_vecs(tmp_path / "mixed.fvecs")
+
+
+# ---- speed comparison
+
+def test_speed_vs_faiss_runs_and_reports_ratios(x, capsys):
+    rows = speed_vs_faiss(x, x[:500], x[:20], M=4, nbits=4, lsh_bits=16, k=10, repeats=1)
+    assert [r["task"].split()[:2] for r in rows] == [["encode", "PQ"], ["encode", "LSH"], ["encode", "ITQ"],
+                                                     ["search", "PQ"], ["search", "LSH"]]
+    assert all(r["vitedu_s"] > 0 and r["faiss_s"] > 0 and r["ratio"] == r["vitedu_s"] / r["faiss_s"] for r in rows)
+    assert "ratio" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="divisible"):
+        speed_vs_faiss(x, x[:100], x[:5], M=3, verbose=False)
