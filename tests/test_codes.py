@@ -23,6 +23,7 @@ from vitedu.codes import (
     write_vecs,
 )
 from vitedu.codes.bench import speed_vs_faiss
+from vitedu.codes.decoders import MLPDecoder
 
 faiss.omp_set_num_threads(1)  # the test machine's cores are shared
 
@@ -136,6 +137,20 @@ def test_learned_decoder_generalises_on_held_out_vectors():
         dec = LinearDecoder(enc).fit(train)
         codes = enc.encode(base)
         assert reconstruction_mse(base, dec.decode(codes)) < reconstruction_mse(base, enc.decode(codes))
+
+
+@pytest.mark.parametrize("name", ["lsh", "pq"])
+def test_mlp_decoder_starts_at_linear_and_never_ends_worse_on_training_set(x, name):
+    enc = encoders()[name].fit(x)
+    codes = enc.encode(x)
+    linear = reconstruction_mse(x, LinearDecoder(enc).fit(x, codes).decode(codes))
+    mlp = MLPDecoder(enc, hidden=64, epochs=4, seed=0).fit(x, codes)
+    assert mlp.train_mse[0] == pytest.approx(linear, rel=1e-9)  # zero-initialised MLP on top of least squares
+    final = reconstruction_mse(x, mlp.decode(codes))
+    assert final == pytest.approx(min(mlp.train_mse), rel=1e-9)
+    assert final < linear, "four epochs of Adam should lower the training MSE below least squares"
+    again = MLPDecoder(enc, hidden=64, epochs=4, seed=0).fit(x, codes)
+    assert np.array_equal(again.decode(codes[:10]), mlp.decode(codes[:10]))
 
 
 # ---- search and metrics
@@ -277,6 +292,10 @@ def test_bad_inputs_get_clear_errors(x):
         search(x[:2], x[:5], 10)
     with pytest.raises(TypeError, match="LSH, ITQ or ProductQuantizer"):
         LinearDecoder(object())
+    with pytest.raises(ValueError, match="hidden must be a positive integer"):
+        MLPDecoder(pq, hidden=0)
+    with pytest.raises(ValueError, match="same vectors"):
+        LinearDecoder(pq).fit(x, pq.encode(x[:10]))
 
 
 def test_search_on_pq_decoded_vectors_matches_faiss_index_pq(x):
