@@ -3,8 +3,9 @@
 Encoders: :class:`LSH`, :class:`ITQ` (binary codes) and :class:`ProductQuantizer`; each has ``fit``, ``encode`` and
 ``decode`` (its implicit decoder). :class:`LinearDecoder` (least squares) and :class:`MLPDecoder` (non-linear) learn
 better, backward-compatible decoders from the same codes. :func:`search` ranks decoded vectors by asymmetric
-distance; :func:`recall_at` and :func:`reconstruction_mse` score them. :mod:`vitedu.codes.io` reads the .fvecs / .bvecs / .ivecs files of SIFT1M and Deep1M;
-:func:`vitedu.codes.bench.speed_vs_faiss` compares encode and search speed with faiss.
+distance; :func:`recall_at` and :func:`reconstruction_mse` score them. :mod:`vitedu.codes.io` reads the .fvecs /
+.bvecs / .ivecs files of SIFT1M and Deep1M; :func:`vitedu.codes.bench.speed_vs_faiss` compares encode and search
+speed with faiss.
 """
 
 from .binary import ITQ, LSH, BinaryEncoder, pack_bits, random_rotation, unpack_bits
