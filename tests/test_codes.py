@@ -279,6 +279,12 @@ def test_bad_inputs_get_clear_errors(x):
         ITQ(16, 32)
     with pytest.raises(RuntimeError, match="not trained"):
         ProductQuantizer(16, 4, nbits=2).encode(x)
+    with pytest.raises(RuntimeError, match="not trained"):
+        ITQ(16, 8).decode(np.zeros((1, 8), dtype=np.uint8))
+    lsh = LSH(16, 8).set_transform(np.eye(8, 16))
+    with pytest.raises(RuntimeError, match="fit_scale"):
+        lsh.decode(lsh.encode(x))
+    assert lsh.fit_scale(x).decode(lsh.encode(x)).shape == x.shape
     pq = ProductQuantizer(16, 4, nbits=2).fit(x)
     with pytest.raises(ValueError, match=r"values must lie in \[0, 4\)"):
         pq.decode(np.full((2, 4), 4))

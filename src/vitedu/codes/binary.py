@@ -78,16 +78,23 @@ class BinaryEncoder:
         codes = as_codes(codes, "codes", self.nbits, 2)
         return 2.0 * codes - 1.0
 
-    def _fit_alpha(self, x: np.ndarray) -> None:
+    def fit_scale(self, x: np.ndarray):
+        """Fit the implicit decoder's scale ``alpha`` on ``x`` (done by ``fit``; call it after :meth:`set_transform`
+        to decode); returns self."""
+        x = as_vectors(x, "x", self.d)
         # least-squares scale of x_hat = mean + (t + alpha s) W^+ : closed form <s W^+, r> / ||s W^+||^2
         s_back = self.features(self.encode(x)) @ self._W_pinv.T
         r = x - self.mean - self.thresholds @ self._W_pinv.T
         den = float((s_back * s_back).sum())
         self.alpha = float((s_back * r).sum()) / den if den > 0 else 0.0
+        return self
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Implicit decoder: ``mean + (t + alpha s) W^+`` (see the module docstring)."""
-        check_fitted(self, "alpha")
+        check_fitted(self, "W")
+        if self.alpha is None:
+            raise RuntimeError(f"{type(self).__name__}'s implicit decoder has no scale yet: after set_transform, "
+                               "call .fit_scale(x_train)")
         s = self.features(codes)
         return self.mean + (self.thresholds + self.alpha * s) @ self._W_pinv.T
 
@@ -113,7 +120,7 @@ class LSH(BinaryEncoder):
         self.set_transform(random_rotation(self.d, self.nbits, self.seed) if projection is None else projection)
         if self.train_thresholds:
             self.thresholds = np.median(x @ self.W.T, axis=0)
-        self._fit_alpha(x)
+        self.fit_scale(x)
         return self
 
 
@@ -162,5 +169,5 @@ class ITQ(BinaryEncoder):
             R = U @ Wt
         self.P, self.R = P, R
         self.set_transform((P.T @ R).T, mean=mean)
-        self._fit_alpha(x)
+        self.fit_scale(x)
         return self
