@@ -60,7 +60,7 @@ def test_itq_objective_decreases_monotonically(x):
     # the learned rotation is orthogonal and the codes are the signs of the rotated PCA projections
     assert np.allclose(itq.R @ itq.R.T, np.eye(8), atol=1e-10)
     V = (x - x.mean(0)) @ itq.P.T
-    assert np.array_equal(itq.encode(x), (V @ itq.R > 0).astype(np.uint8))
+    assert np.array_equal(itq.encode(x), (V @ itq.R >= 0).astype(np.uint8))
 
 
 def test_itq_beats_its_initial_random_rotation(x):
@@ -228,13 +228,19 @@ def test_lsh_with_faiss_rotation_matches_faiss_index_lsh(x, nbits, train_thresho
     assert np.array_equal(pack_bits(lsh.encode(queries)), index.sa_encode(queries))
 
 
+def test_lsh_ties_give_bit_one_as_in_faiss():
+    x = np.array([[0, 1, -1, 0, 2, 0, -3, 0]], dtype=np.float32)
+    index = faiss.IndexLSH(8, 8, False, False)  # no rotation: the bits are the signs of the components
+    assert np.array_equal(pack_bits(LSH(8, 8).set_transform(np.eye(8)).encode(x)), index.sa_encode(x))
+
+
 def test_itq_with_faiss_transform_matches_faiss_itq(x):
     transform = faiss.ITQTransform(16, 8, True)
     transform.train(x)
     A = faiss.vector_to_array(transform.pca_then_itq.A).reshape(8, 16)
     itq = ITQ(16, 8).set_transform(A, mean=faiss.vector_to_array(transform.mean))
     queries = correlated(300, seed=13)
-    assert np.array_equal(itq.encode(queries), (transform.apply(queries) > 0).astype(np.uint8))
+    assert np.array_equal(itq.encode(queries), (transform.apply(queries) >= 0).astype(np.uint8))
 
 
 def test_itq_trained_by_vitedu_is_as_good_as_faiss(x):

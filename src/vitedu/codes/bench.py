@@ -89,7 +89,7 @@ def speed_vs_faiss(x_train: np.ndarray, database: np.ndarray, queries: np.ndarra
     tasks = {
         f"encode PQ {M}x{nbits}": (lambda: pq.encode(database), lambda: fpq.compute_codes(database)),
         f"encode LSH {lsh_bits}b": (lambda: lsh.encode(database), lambda: flsh.sa_encode(database)),
-        f"encode ITQ {itq_bits}b": (lambda: itq.encode(database), lambda: fitq.apply(database) > 0),
+        f"encode ITQ {itq_bits}b": (lambda: itq.encode(database), lambda: fitq.apply(database) >= 0),
         f"search PQ k={k}": (lambda: search(queries, decoded, k), lambda: index_pq.search(queries, k)),
         f"search LSH k={k} (faiss: Hamming)": (lambda: search(queries, decoded_lsh, k),
                                                lambda: flsh.search(queries, k)),

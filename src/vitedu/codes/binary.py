@@ -1,7 +1,7 @@
 """Binary codes: LSH (random projections + sign) and ITQ (PCA + iterative rotation), as encoders with the implicit
 decoder that Hamming distance assumes.
 
-Both encoders are ``b = 1[(x - mean) W^T > t]`` with ``W`` of shape (nbits, d) and thresholds ``t``; they differ in
+Both encoders are ``b = 1[(x - mean) W^T >= t]`` with ``W`` of shape (nbits, d) and thresholds ``t``; they differ in
 how ``W`` is chosen. In sign form ``s = 2b - 1`` the Hamming distance is ``||s - s'||^2 / 4``: it treats every bit as
 an equal, independent ``+-1`` coordinate in the projected space. The implicit decoder is the vector that this picture
 implies, mapped back to input space: ``x_hat = mean + (t + alpha s) W^+`` (``W^+`` the pseudo-inverse, ``W^T`` when
@@ -44,7 +44,7 @@ def random_rotation(d_in: int, d_out: int, seed: int = 0) -> np.ndarray:
 
 
 class BinaryEncoder:
-    """Shared maths of LSH and ITQ: ``b = 1[(x - mean) W^T > t]``; subclasses set ``mean``, ``W``, ``thresholds``."""
+    """Shared maths of LSH and ITQ: ``b = 1[(x - mean) W^T >= t]``; subclasses set ``mean``, ``W``, ``thresholds``."""
 
     def __init__(self, d: int, nbits: int):
         self.d = check_positive_int(d, "d")
@@ -62,6 +62,7 @@ class BinaryEncoder:
         self.thresholds = (np.zeros(self.nbits) if thresholds is None
                            else np.asarray(thresholds, dtype=np.float64).reshape(self.nbits))
         self._W_pinv = np.linalg.pinv(self.W)  # (d, nbits)
+        self.alpha = None  # a new transform needs a new scale (fit_scale)
         return self
 
     def project(self, x: np.ndarray) -> np.ndarray:
@@ -71,7 +72,7 @@ class BinaryEncoder:
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """(n, d) floats -> (n, nbits) uint8 bits in {0, 1}."""
-        return (self.project(x) > 0).astype(np.uint8)
+        return (self.project(x) >= 0).astype(np.uint8)  # >= as faiss: a zero projection gives bit 1
 
     def features(self, codes: np.ndarray) -> np.ndarray:
         """Codes as the signs ``s = 2b - 1`` (n, nbits) that Hamming distance compares; input of the decoders."""
@@ -133,7 +134,7 @@ class ITQ(BinaryEncoder):
     - fix ``B``: ``R = U W^T`` from the SVD ``V^T B = U S W^T`` (orthogonal Procrustes).
 
     Each step can only lower ``Q``, so ``objective`` (recorded once per iteration) never increases. The encoder is
-    ``W = (P^T R)^T``, i.e. ``b = 1[(x - mean) P^T R > 0]``.
+    ``W = (P^T R)^T``, i.e. ``b = 1[(x - mean) P^T R >= 0]``.
 
     faiss's ``ITQTransform(d, nbits, do_pca=True)`` is the same transform but also L2-normalises the centred vectors
     before the PCA and starts from its own random rotation, so trained matrices differ; codes only depend on the sign
@@ -163,7 +164,7 @@ class ITQ(BinaryEncoder):
         self.objective = []
         for _ in range(self.n_iter):
             VR = V @ R
-            B = np.where(VR > 0, 1.0, -1.0)  # fix R, minimise over B
+            B = np.where(VR >= 0, 1.0, -1.0)  # fix R, minimise over B
             self.objective.append(float(((B - VR) ** 2).sum()))  # Q(B, R)
             U, _, Wt = np.linalg.svd(V.T @ B)  # fix B, minimise over R (orthogonal Procrustes)
             R = U @ Wt
