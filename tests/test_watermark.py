@@ -1,0 +1,242 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import special, stats
+
+import vitedu.watermark as wm
+from vitedu.models import create_model
+
+
+def random_directions(n: int, dim: int, seed: int, chunk: int = 20000) -> torch.Tensor:
+    """n Gaussian vectors of R^dim, i.e. uniform random directions (detection ignores their norms)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.randn(min(chunk, n - i), dim, generator=g) for i in range(0, n, chunk)])
+
+
+def assert_binomial(hits: int, n: int, p: float, z: float = 5.0):
+    """hits ~ Bin(n, p) within z standard deviations (a 5-sigma band fails by chance about once in 2e6 runs)."""
+    sd = (n * p * (1 - p)) ** 0.5
+    assert abs(hits - n * p) <= z * sd, f"{hits} hits out of {n}, expected {n * p:.1f} +- {z * sd:.1f}"
+
+
+@pytest.mark.parametrize("dim, n, fprs", [(8, 200_000, (1e-1, 1e-2, 1e-3)), (64, 200_000, (1e-1, 1e-2, 1e-3)),
+                                           (512, 100_000, (1e-1, 1e-2, 1e-3)), (2048, 40_000, (1e-1, 1e-2))])
+def test_threshold_matches_monte_carlo(dim, n, fprs):
+    carrier = wm.make_carriers(dim, seed=dim)[0]
+    c = wm.cosine(random_directions(n, dim, seed=1), carrier).abs()
+    for fpr in fprs:
+        tau = wm.threshold(fpr, dim)
+        assert_binomial(int((c >= tau).sum()), n, fpr)
+
+
+def test_monte_carlo_rejects_a_wrong_formula():
+    """The tolerance above is tight enough to catch an off-by-one in the beta's first parameter."""
+    dim, n, fpr = 8, 200_000, 1e-2
+    c = wm.cosine(random_directions(n, dim, seed=2), wm.make_carriers(dim)[0]).abs()
+    wrong_tau = np.sqrt(1 - special.betaincinv(dim / 2, 0.5, fpr))
+    with pytest.raises(AssertionError):
+        assert_binomial(int((c >= wrong_tau).sum()), n, fpr)
+
+
+def test_threshold_large_dimension_chi_square_representation():
+    """At d = 2048 and FPR 1e-3, many more samples through cos = g1 / sqrt(g1^2 + chi2_{d-1}) (the same law)."""
+    dim, n, fpr = 2048, 2_000_000, 1e-3
+    rng = np.random.default_rng(3)
+    g1 = rng.standard_normal(n)
+    c = np.abs(g1) / np.sqrt(g1 ** 2 + rng.chisquare(dim - 1, n))
+    assert_binomial(int((c >= wm.threshold(fpr, dim)).sum()), n, fpr)
+
+
+def test_closed_forms_in_low_dimension():
+    tau = np.linspace(0, 1, 11)
+    # d = 2: the angle is uniform, P(|cos| >= tau) = (2 / pi) arccos(tau)
+    np.testing.assert_allclose(wm.false_positive_rate(tau, 2), 2 / np.pi * np.arccos(tau), atol=1e-12)
+    # d = 3: Archimedes, the cosine is uniform on [-1, 1], P(|cos| >= tau) = 1 - tau
+    np.testing.assert_allclose(wm.false_positive_rate(tau, 3), 1 - tau, atol=1e-12)
+    for dim in (2, 3, 64, 2048):
+        for fpr in (0.5, 1e-3, 1e-6, 1e-12):
+            # (at d = 2 the cone is so narrow that 1 - tau^2 loses digits to rounding)
+            rel = 1e-6 if dim > 2 else 1e-3
+            assert wm.false_positive_rate(wm.threshold(fpr, dim), dim) == pytest.approx(fpr, rel=rel)
+    # a smaller FPR needs a narrower cone (larger tau); a larger dimension, a wider one
+    assert wm.threshold(1e-6, 64) > wm.threshold(1e-3, 64) > wm.threshold(1e-1, 64)
+    assert wm.threshold(1e-6, 2048) < wm.threshold(1e-6, 64)
+
+
+def test_detection_is_invariant_to_scale():
+    dim = 32
+    carrier = wm.make_carriers(dim, seed=5)[0]
+    features = random_directions(200, dim, seed=6)
+    features[:20] += 3 * carrier * features[:20].norm(dim=1, keepdim=True)  # some inside the cone
+    ref = wm.detect(features, carrier, fpr=1e-3)
+    assert 0 < int(ref.detected.sum()) < len(features)
+    for scale in (1e-4, 0.5, 7.0, 1e4, -2.0):
+        out = wm.detect(features * scale, carrier, fpr=1e-3)
+        assert torch.equal(out.detected, ref.detected)
+        torch.testing.assert_close(out.cosine, ref.cosine * np.sign(scale), atol=1e-6, rtol=1e-5)
+        np.testing.assert_allclose(out.pvalue, ref.pvalue, rtol=1e-4, atol=1e-12)
+    # each feature scaled by its own factor
+    per_row = wm.detect(features * torch.rand(200, 1) * 100 + 0, carrier, fpr=1e-3)
+    assert torch.equal(per_row.detected, ref.detected)
+    # the carrier's scale does not matter either
+    assert torch.equal(wm.detect(features, 10 * carrier, fpr=1e-3).detected, ref.detected)
+
+
+def test_pvalues_are_monotone_bounded_and_uniform_under_the_null():
+    dim = 16
+    carrier = wm.make_carriers(dim, seed=7)[0]
+    other = wm.make_carriers(dim, k=2, seed=7)[1]
+    other = other - (other @ carrier) * carrier
+    other = other / other.norm()
+    angles = torch.linspace(0, np.pi / 2, 50)
+    features = torch.cos(angles)[:, None] * carrier + torch.sin(angles)[:, None] * other  # |cos| decreasing
+    p = wm.pvalue(features, carrier)
+    assert np.all((p >= 0) & (p <= 1))
+    assert np.all(np.diff(p) >= 0) and p[0] == pytest.approx(0, abs=1e-12) and p[-1] == pytest.approx(1)
+    # the p-value at the threshold is the FPR
+    tau = wm.threshold(1e-4, dim)
+    at_tau = tau * carrier + np.sqrt(1 - tau ** 2) * other
+    assert wm.pvalue(at_tau, carrier)[0] == pytest.approx(1e-4, rel=1e-4)
+    # unmarked (random) features have uniform p-values
+    null = wm.pvalue(random_directions(5000, dim, seed=8), carrier)
+    assert stats.kstest(null, "uniform").pvalue > 1e-4
+    # bits: fewer right bits, larger p-value; all k right by chance has probability 2^-k
+    k = 30
+    pb = wm.bits_pvalue(np.arange(k + 1), k)
+    assert np.all(np.diff(pb) < 0) and pb[0] == 1 and pb[-1] == pytest.approx(2.0 ** -k)
+    assert wm.bits_pvalue(15, k) == pytest.approx(stats.binom.sf(14, k, 0.5))
+
+
+def test_decoding_a_message_with_its_own_carriers_gives_it_back():
+    dim, k = 64, 30
+    carriers = wm.make_carriers(dim, k, seed=9)
+    torch.testing.assert_close(carriers @ carriers.T, torch.eye(k), atol=1e-5, rtol=0)
+    assert torch.equal(carriers, wm.make_carriers(dim, k, seed=9))
+    assert not torch.allclose(carriers, wm.make_carriers(dim, k, seed=10))
+    messages = torch.stack([wm.make_message(k, seed=s) for s in range(5)])
+    assert set(messages.unique().tolist()) == {-1.0, 1.0}
+    noise = random_directions(5, dim, seed=11) * 0.3
+    features = 2.0 * messages @ carriers + noise  # each projection 2 m_i + noise, |noise_i| << 2
+    decoded = wm.decode(features, carriers)
+    assert torch.equal(decoded, messages)
+    for row, message in zip(decoded, messages):
+        assert wm.bit_accuracy(row, message).item() == 1.0
+    # a feature carrying another message decodes to that one, so accuracy drops
+    flipped = messages[0].clone()
+    flipped[:10] *= -1
+    assert wm.bit_accuracy(wm.decode(flipped @ carriers, carriers), messages[0]).item() == pytest.approx(20 / 30)
+    # random features decode about half the bits
+    acc = wm.bit_accuracy(wm.decode(random_directions(2000, dim, seed=12), carriers), messages[0])
+    assert abs(acc.mean().item() - 0.5) < 0.02
+
+
+def test_whitening_gives_identity_covariance():
+    g = torch.Generator().manual_seed(13)
+    mixing = torch.randn(24, 24, generator=g) * torch.logspace(-1, 1, 24)
+    features = torch.randn(3000, 24, generator=g) @ mixing + 5
+    layer = wm.Whitening.fit(features)
+    out = layer(features)
+    assert layer.dim == 24
+    torch.testing.assert_close(out.mean(0), torch.zeros(24), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.cov(out.T), torch.eye(24), atol=1e-4, rtol=0)
+    # a reduced whitening keeps the leading directions, still with identity covariance
+    small = wm.Whitening.fit(features, dim=8)
+    torch.testing.assert_close(torch.cov(small(features).T), torch.eye(8), atol=1e-4, rtol=0)
+
+
+def tiny_extractor(seed: int = 0) -> wm.FeatureExtractor:
+    torch.manual_seed(seed)
+    backbone = create_model("vit_pico_patch4_32", num_classes=0)
+    return wm.FeatureExtractor(backbone, image_size=32)
+
+
+def test_extractor_whitening_on_images_of_a_random_backbone():
+    extractor = tiny_extractor()
+    g = torch.Generator().manual_seed(14)
+    images = torch.rand(300, 3, 48, 40, generator=g)
+    raw = extractor(images[:4])
+    assert raw.shape == (4, extractor.backbone.num_features)
+    extractor.fit_whitening(images)
+    feats = extractor(images)
+    assert feats.shape == (300, extractor.dim) and extractor.dim >= extractor.backbone.num_features - 1
+    torch.testing.assert_close(torch.cov(feats.T), torch.eye(extractor.dim), atol=1e-3, rtol=0)
+    # differentiable in the pixels (marking needs it), and the backbone stays frozen and in eval mode
+    x = images[:2].clone().requires_grad_(True)
+    extractor.train()
+    extractor(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert not extractor.backbone.training
+    assert all(p.grad is None for p in extractor.backbone.parameters())
+
+
+def test_default_extractor_is_the_dino_backbone():
+    path = pytest.importorskip("vitedu.experiments.dino").checkpoint_path("DINO", "cpu")
+    if not path.is_file():
+        pytest.skip("no committed DINO checkpoint")
+    extractor = wm.default_extractor()
+    assert extractor.image_size == 32 and extractor.dim == 64
+    assert extractor(torch.rand(2, 3, 64, 64)).shape == (2, 64)
+    with pytest.raises(ValueError, match="kind"):
+        wm.default_extractor("imagenet")
+
+
+def test_images_are_converted_explicitly_or_rejected():
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    out = wm.to_rgb(rgb)
+    assert out.shape == (3, 20, 30) and out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.from_numpy(rgb).permute(2, 0, 1).float() / 255)
+    gray = wm.to_rgb(Image.fromarray(rgb[:, :, 0]))
+    assert gray.shape == (3, 20, 30) and torch.equal(gray[0], gray[2])
+    rgba = np.concatenate([rgb, np.zeros((20, 30, 1), np.uint8)], axis=2)
+    torch.testing.assert_close(wm.to_rgb(rgba), out)
+    assert torch.all(wm.to_rgb(Image.fromarray(rgba), alpha="white") == 1)  # fully transparent over white
+    with pytest.raises(ValueError, match="at least"):
+        wm.to_rgb(rgb[:4, :4])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        wm.to_rgb(torch.full((3, 16, 16), 2.0))
+    with pytest.raises(TypeError, match="uint8"):
+        wm.to_rgb(torch.zeros(3, 16, 16, dtype=torch.int32))
+    with pytest.raises(ValueError, match="channels"):
+        wm.to_rgb(torch.zeros(2, 16, 16))
+    extractor = tiny_extractor()
+    for bad, match in [(torch.rand(2, 1, 32, 32), "grayscale.*to_rgb"), (torch.rand(2, 4, 32, 32), "RGBA.*to_rgb"),
+                       (torch.rand(3, 32, 32), r"images\[None\]"), (torch.zeros(2, 3, 32, 32, dtype=torch.uint8),
+                                                                    "255"),
+                       (torch.rand(2, 3, 4, 4), "too small"), (np.zeros((2, 3, 32, 32)), "tensor")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            extractor(bad)
+
+
+def test_bad_input_gets_clear_errors():
+    for fpr in (0, 1, -0.1, 1.5):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            wm.threshold(fpr, 64)
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            wm.detect(torch.randn(3, 64), wm.make_carriers(64)[0], fpr=fpr)
+    for dim in (1, 0, 2.5):
+        with pytest.raises(ValueError, match=">= 2"):
+            wm.threshold(1e-3, dim)
+        with pytest.raises(ValueError, match=">= 2"):
+            wm.make_carriers(dim)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        wm.false_positive_rate(1.5, 8)
+    with pytest.raises(ValueError, match="k <= 8"):
+        wm.make_carriers(8, 9)
+    carriers = wm.make_carriers(16, 4)
+    with pytest.raises(ValueError, match="dimension 16 but the features have 8"):
+        wm.decode(torch.randn(2, 8), carriers)
+    with pytest.raises(ValueError, match="one carrier"):
+        wm.detect(torch.randn(2, 16), carriers)
+    with pytest.raises(ValueError, match=r"\(N, d\)"):
+        wm.decode(torch.randn(2, 3, 16), carriers)
+    with pytest.raises(TypeError, match="floating point"):
+        wm.decode(torch.ones(2, 16, dtype=torch.long), carriers)
+    with pytest.raises(ValueError, match="-1 or 1"):
+        wm.bit_accuracy(torch.ones(1, 4), torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="4 bits"):
+        wm.bit_accuracy(torch.ones(1, 4), torch.ones(5))
+    with pytest.raises(ValueError, match=r"integer in \[0, 30\]"):
+        wm.bits_pvalue(31, 30)
+    with pytest.raises(ValueError, match="more than 24 images"):
+        wm.Whitening.fit(torch.randn(10, 24))
