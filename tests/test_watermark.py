@@ -240,3 +240,103 @@ def test_bad_input_gets_clear_errors():
         wm.bits_pvalue(31, 30)
     with pytest.raises(ValueError, match="more than 24 images"):
         wm.Whitening.fit(torch.randn(10, 24))
+
+
+def marking_setup(seed: int = 0):
+    """A tiny random ViT, whitened on smooth random images, and four of those images to mark."""
+    extractor = tiny_extractor(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    images = torch.nn.functional.interpolate(torch.rand(160, 3, 8, 8, generator=g), size=48, mode="bilinear")
+    extractor.fit_whitening(images)
+    return extractor, images[:4]
+
+
+def test_zero_bit_marking_meets_the_psnr_target_and_is_detected():
+    extractor, images = marking_setup()
+    carrier = wm.make_carriers(extractor.dim, seed=3)
+    assert not wm.detect(extractor(images), carrier[0], fpr=1e-6).detected.any()
+    for augment in (False, True):
+        config = wm.MarkConfig(steps=40, target_psnr=40.0, augment=augment)
+        marked = wm.mark(images, extractor, carrier, config=config)
+        assert marked.images.shape == images.shape and marked.images.min() >= 0 and marked.images.max() <= 1
+        assert torch.all(marked.psnr >= 40.0) and torch.all(wm.psnr(marked.images, images) >= 40.0)
+        assert torch.all(marked.ssim > 0.9)
+        out = wm.detect(extractor(marked.images), carrier[0], fpr=1e-6)
+        assert out.detected.all(), out.pvalue
+        assert len(marked.losses) == 40 and marked.losses[-1] < marked.losses[0]
+    # one image (3, H, W) in, one out
+    single = wm.mark(images[0], extractor, carrier, config=wm.MarkConfig(steps=2))
+    assert single.images.shape == images[0].shape
+
+
+def test_multi_bit_marking_decodes_its_message_on_the_unattacked_image():
+    extractor, images = marking_setup(seed=1)
+    k = 10
+    carriers = wm.make_carriers(extractor.dim, k, seed=4)
+    message = wm.make_message(k, seed=5)
+    marked = wm.mark(images, extractor, carriers, message, config=wm.MarkConfig(steps=40, target_psnr=40.0))
+    assert torch.all(marked.psnr >= 40.0)
+    decoded = wm.decode(extractor(marked.images), carriers)
+    assert torch.all(wm.bit_accuracy(decoded, message) == 1.0)
+    # the marks survive the 8-bit rounding of saving the image
+    saved = torch.stack([wm.attacks.from_pil(wm.attacks.to_pil(x)) for x in marked.images])
+    assert wm.bit_accuracy(wm.decode(extractor(saved), carriers), message).mean() > 0.9
+
+
+def test_psnr_projection_and_ssim():
+    from vitedu.watermark.mark import project_psnr
+
+    g = torch.Generator().manual_seed(15)
+    x0 = torch.rand(3, 3, 32, 32, generator=g) * 0.5 + 0.25
+    delta = torch.randn(3, 3, 32, 32, generator=g) * torch.tensor([0.1, 0.01, 1e-4]).view(-1, 1, 1, 1)
+    projected = project_psnr(delta, 40.0)
+    assert torch.all(wm.psnr(x0 + projected, x0) >= 40.0)
+    torch.testing.assert_close(projected[2], delta[2])  # already above the target: untouched
+    assert wm.psnr(x0 + projected, x0)[0] == pytest.approx(40.0, abs=0.01)  # scaled onto the target
+    assert wm.ssim(x0, x0) == pytest.approx(1.0)
+    noisy = [wm.ssim((x0 + s * torch.randn(x0.shape, generator=g)).clamp(0, 1), x0).mean() for s in (0.01, 0.1)]
+    assert 1 > noisy[0] > noisy[1] > 0
+    with pytest.raises(ValueError, match="same shape"):
+        wm.psnr(x0, x0[:, :, :16])
+
+
+def test_attacks_edit_images_as_a_user_would():
+    g = torch.Generator().manual_seed(16)
+    image = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=64, mode="bilinear")[0]
+    for name, attack in wm.ATTACKS.items():
+        out = attack(image)
+        assert out.ndim == 3 and out.shape[0] == 3 and out.dtype == torch.float32, name
+        assert out.min() >= 0 and out.max() <= 1, name
+        assert name == "none" or not torch.equal(out, image), name
+    assert wm.attacks.crop(image, 0.25).shape == (3, 32, 32)
+    assert wm.attacks.resize(image, 0.5).shape == (3, 32, 32)
+    assert (wm.attacks.jpeg(image, 10) - image).abs().mean() > (wm.attacks.jpeg(image, 90) - image).abs().mean()
+    roundtrip = wm.attacks.from_pil(wm.attacks.to_pil(image))
+    assert (roundtrip - image).abs().max() <= 0.5 / 255 + 1e-6
+    with pytest.raises(ValueError, match="1..95"):
+        wm.attacks.jpeg(image, 0)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        wm.attacks.crop(image, 0)
+    with pytest.raises(ValueError, match=r"one image \(3, H, W\)"):
+        wm.attacks.blur(image[None])
+
+
+def test_marking_bad_input():
+    extractor, images = marking_setup()
+    carrier = wm.make_carriers(extractor.dim)
+    with pytest.raises(ValueError, match="grayscale.*to_rgb"):
+        wm.mark(images[:, :1], extractor, carrier)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        wm.mark(images * 255, extractor, carrier)
+    with pytest.raises(ValueError, match="one carrier"):
+        wm.mark(images, extractor, wm.make_carriers(extractor.dim, 3))
+    with pytest.raises(ValueError, match="3 bits"):
+        wm.mark(images, extractor, wm.make_carriers(extractor.dim, 3), torch.ones(4))
+    with pytest.raises(ValueError, match="-1 or 1"):
+        wm.mark(images, extractor, wm.make_carriers(extractor.dim, 3), torch.tensor([0.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="dimension"):
+        wm.mark(images, extractor, wm.make_carriers(extractor.dim + 1))
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        wm.MarkConfig(fpr=0)
+    with pytest.raises(ValueError, match="steps"):
+        wm.MarkConfig(steps=0)

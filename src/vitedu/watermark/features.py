@@ -222,8 +222,9 @@ def default_extractor(kind: str = "DINO", budget_name: str = "cpu") -> FeatureEx
     if kind == "random":
         from ..models import create_model
 
-        torch.manual_seed(0)
-        backbone = create_model(cfg.model, num_classes=0)
+        with torch.random.fork_rng():  # the initial weights of seed 0, leaving the caller's random state alone
+            torch.manual_seed(0)
+            backbone = create_model(cfg.model, num_classes=0)
     else:
         backbone = dino.load_model(cfg, kind, path=dino.checkpoint_path(kind, budget_name))
     mean, std = _scenes_statistics(budget_name)
