@@ -340,3 +340,34 @@ def test_marking_bad_input():
         wm.MarkConfig(fpr=0)
     with pytest.raises(ValueError, match="steps"):
         wm.MarkConfig(steps=0)
+
+
+def test_empirical_fpr_of_random_features_matches_theory():
+    dim = 32
+    rows = wm.empirical_fpr(random_directions(20000, dim, seed=17), wm.make_carriers(dim, 5, seed=18),
+                            fprs=(1e-1, 1e-2, 1e-3))
+    assert [r["fpr"] for r in rows] == [1e-1, 1e-2, 1e-3]
+    for row in rows:
+        assert row["trials"] == 100000
+        assert_binomial(row["detections"], row["trials"], row["fpr"])
+        assert row["empirical"] == row["detections"] / row["trials"]
+    # features all along a carrier are all flagged
+    carriers = wm.make_carriers(dim, 1, seed=18)
+    assert wm.empirical_fpr(carriers.repeat(10, 1), carriers, fprs=(1e-6,))[0]["empirical"] == 1.0
+
+
+def test_robustness_table():
+    extractor, images = marking_setup()
+    carrier = wm.make_carriers(extractor.dim, seed=3)
+    marked = wm.mark(images, extractor, carrier, config=wm.MarkConfig(steps=40, target_psnr=40.0)).images
+    attacks = {"none": wm.ATTACKS["none"], "brightness 1.5": wm.ATTACKS["brightness 1.5"]}
+    rows = wm.robustness(marked, extractor, carrier, attacks=attacks)
+    assert [r["attack"] for r in rows] == ["none", "brightness 1.5"]
+    assert rows[0]["tpr"] == 1.0 and rows[0]["median p-value"] < 1e-6
+    assert wm.robustness(images, extractor, carrier, attacks=attacks)[0]["tpr"] == 0.0  # unmarked: none flagged
+    k = 6
+    carriers, message = wm.make_carriers(extractor.dim, k, seed=4), wm.make_message(k, seed=5)
+    marked = wm.mark(images, extractor, carriers, message, config=wm.MarkConfig(steps=40, target_psnr=40.0)).images
+    rows = wm.robustness(list(marked), extractor, carriers, message, attacks=attacks)
+    assert rows[0]["bit accuracy"] == 1.0 and rows[0]["word accuracy"] == 1.0
+    assert 0 <= rows[1]["bit accuracy"] <= 1

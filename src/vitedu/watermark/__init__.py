@@ -24,6 +24,7 @@ from .features import DEFAULT_BACKBONE, FeatureExtractor, Whitening, check_image
 from .mark import MarkConfig, Marked, mark, psnr, ssim
 from . import attacks
 from .attacks import ATTACKS
+from .evaluate import empirical_fpr, robustness
 
 __all__ = [
     "make_carriers", "make_message",
@@ -31,4 +32,5 @@ __all__ = [
     "threshold",
     "DEFAULT_BACKBONE", "FeatureExtractor", "Whitening", "check_images", "default_extractor", "to_rgb",
     "MarkConfig", "Marked", "mark", "psnr", "ssim", "attacks", "ATTACKS",
+    "empirical_fpr", "robustness",
 ]
