@@ -264,6 +264,10 @@ def test_zero_bit_marking_meets_the_psnr_target_and_is_detected():
         out = wm.detect(extractor(marked.images), carrier[0], fpr=1e-6)
         assert out.detected.all(), out.pvalue
         assert len(marked.losses) == 40 and marked.losses[-1] < marked.losses[0]
+    # the image-quality loss terms keep the constraint and the mark
+    config = wm.MarkConfig(steps=40, target_psnr=40.0, lambda_mse=10.0, lambda_ssim=10.0)
+    marked = wm.mark(images, extractor, carrier, config=config)
+    assert torch.all(marked.psnr >= 40.0) and wm.detect(extractor(marked.images), carrier[0]).detected.all()
     # one image (3, H, W) in, one out
     single = wm.mark(images[0], extractor, carrier, config=wm.MarkConfig(steps=2))
     assert single.images.shape == images[0].shape
@@ -371,3 +375,11 @@ def test_robustness_table():
     rows = wm.robustness(list(marked), extractor, carriers, message, attacks=attacks)
     assert rows[0]["bit accuracy"] == 1.0 and rows[0]["word accuracy"] == 1.0
     assert 0 <= rows[1]["bit accuracy"] <= 1
+
+
+def test_marking_is_deterministic_given_its_seed():
+    extractor, images = marking_setup()
+    carrier = wm.make_carriers(extractor.dim, seed=3)
+    first = wm.mark(images[:1], extractor, carrier, config=wm.MarkConfig(steps=10, seed=1)).images
+    again = wm.mark(images[:1], extractor, carrier, config=wm.MarkConfig(steps=10, seed=1)).images
+    torch.testing.assert_close(first, again, atol=1e-6, rtol=0)

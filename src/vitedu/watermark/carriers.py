@@ -9,9 +9,10 @@ def make_carriers(dim: int, k: int = 1, seed: int = 0, orthonormal: bool = True)
     """``k`` secret carriers a_1..a_k of dimension ``dim``, a float tensor (k, dim) of unit rows.
 
     Each carrier is a standard Gaussian vector normalised to the unit sphere, i.e. a uniformly random direction.
-    With ``orthonormal=True`` (the default, as for the paper's multi-bit scheme, where the k projections must not
-    interfere) the k directions are orthonormalised by a QR decomposition, which keeps them uniformly distributed as
-    a set (the rows of a random orthogonal matrix); this needs ``k <= dim``. The same seed always gives the same
+    With ``orthonormal=True`` (the default, so that the k projections of the multi-bit scheme do not interfere and
+    the decoded bits of an unmarked image are independent) the k directions are orthonormalised by a QR
+    decomposition, which keeps them uniformly distributed as a set (k rows of a random orthogonal matrix); this needs
+    ``k <= dim``. The same seed always gives the same
     carriers, and does not touch torch's global random state.
     """
     if not isinstance(dim, int) or dim < 2:

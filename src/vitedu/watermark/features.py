@@ -184,6 +184,9 @@ class FeatureExtractor(nn.Module):
         """The feature dimension d."""
         if self.whitening is not None:
             return self.whitening.dim
+        if not hasattr(self.backbone, "num_features"):
+            raise AttributeError("the backbone has no num_features attribute: fit the whitening layer "
+                                 "(fit_whitening), or read the dimension off extractor(images).shape[1].")
         return int(self.backbone.num_features)
 
     @torch.no_grad()

@@ -71,7 +71,9 @@ def multi_bit_loss(features: torch.Tensor, carriers: torch.Tensor, message: torc
 
 @dataclass(frozen=True)
 class MarkConfig:
-    """Marking settings (paper: Adam, lr 0.01, 100 steps, PSNR >= 42 dB, FPR 1e-6)."""
+    """Marking settings: Adam on the perturbation for ``steps`` steps, the PSNR constraint ``target_psnr`` (dB), the
+    zero-bit cone set by ``fpr`` (the paper's 1e-6), the multi-bit margin, the loss weights, and whether a random
+    augmentation is drawn at each step. ``seed`` fixes the augmentations drawn."""
     steps: int = 100
     lr: float = 0.01
     target_psnr: float = 42.0
