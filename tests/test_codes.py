@@ -25,7 +25,16 @@ from vitedu.codes import (
 from vitedu.codes.bench import speed_vs_faiss
 from vitedu.codes.decoders import MLPDecoder
 
-faiss.omp_set_num_threads(1)  # the test machine's cores are shared
+
+
+@pytest.fixture(autouse=True)
+def one_faiss_thread():
+    """faiss on one thread (the test machine's cores are shared), then the thread count it had back: faiss and torch
+    share one OpenMP runtime, so a count left changed would also change torch's for every later test."""
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(previous)
 
 
 def correlated(n, d=16, seed=0):
@@ -385,3 +394,14 @@ def test_speed_vs_faiss_runs_and_reports_ratios(x, capsys):
     assert "ratio" in capsys.readouterr().out
     with pytest.raises(ValueError, match="divisible"):
         speed_vs_faiss(x, x[:100], x[:5], M=3, verbose=False)
+
+
+def test_speed_vs_faiss_leaves_torchs_thread_count_alone(x):
+    import torch
+
+    before = torch.get_num_threads()
+    speed_vs_faiss(x, x[:200], x[:5], M=4, nbits=4, lsh_bits=16, k=5, repeats=1, threads=before + 1, verbose=False)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError):
+        speed_vs_faiss(x, x[:100], x[:5], M=3, threads=before + 1, verbose=False)
+    assert torch.get_num_threads() == before

@@ -59,48 +59,52 @@ def speed_vs_faiss(x_train: np.ndarray, database: np.ndarray, queries: np.ndarra
     queries = as_vectors(queries, "queries", d).astype(np.float32)
     repeats, k = check_positive_int(repeats, "repeats"), check_positive_int(k, "k")
     itq_bits = min(d, lsh_bits) if itq_bits is None else itq_bits
+    previous_threads = faiss.omp_get_max_threads()
     if threads is not None:
         faiss.omp_set_num_threads(check_positive_int(threads, "threads"))
+    try:
 
-    pq = ProductQuantizer(d, M, nbits)  # checks d % M with vitedu's message before faiss sees it
-    fpq = faiss.ProductQuantizer(d, M, nbits)
-    fpq.verbose = False
-    fpq.train(x_train)
-    pq.set_centroids(faiss.vector_to_array(fpq.centroids))
+        pq = ProductQuantizer(d, M, nbits)  # checks d % M with vitedu's message before faiss sees it
+        fpq = faiss.ProductQuantizer(d, M, nbits)
+        fpq.verbose = False
+        fpq.train(x_train)
+        pq.set_centroids(faiss.vector_to_array(fpq.centroids))
 
-    flsh = faiss.IndexLSH(d, lsh_bits, True, False)
-    flsh.train(x_train)
-    lsh = LSH(d, lsh_bits).fit(x_train, projection=faiss.vector_to_array(flsh.rrot.A).reshape(lsh_bits, d))
+        flsh = faiss.IndexLSH(d, lsh_bits, True, False)
+        flsh.train(x_train)
+        lsh = LSH(d, lsh_bits).fit(x_train, projection=faiss.vector_to_array(flsh.rrot.A).reshape(lsh_bits, d))
 
-    fitq = faiss.ITQTransform(d, itq_bits, True)
-    fitq.train(x_train)
-    itq = ITQ(d, itq_bits).set_transform(faiss.vector_to_array(fitq.pca_then_itq.A).reshape(itq_bits, d),
-                                         mean=faiss.vector_to_array(fitq.mean))
+        fitq = faiss.ITQTransform(d, itq_bits, True)
+        fitq.train(x_train)
+        itq = ITQ(d, itq_bits).set_transform(faiss.vector_to_array(fitq.pca_then_itq.A).reshape(itq_bits, d),
+                                             mean=faiss.vector_to_array(fitq.mean))
 
-    index_pq = faiss.IndexPQ(d, M, nbits)
-    index_pq.pq = fpq
-    index_pq.is_trained = True
-    index_pq.add(database)
-    decoded = pq.decode(pq.encode(database))
-    flsh.add(database)
-    decoded_lsh = lsh.decode(lsh.encode(database))
-    k = min(k, len(database))
+        index_pq = faiss.IndexPQ(d, M, nbits)
+        index_pq.pq = fpq
+        index_pq.is_trained = True
+        index_pq.add(database)
+        decoded = pq.decode(pq.encode(database))
+        flsh.add(database)
+        decoded_lsh = lsh.decode(lsh.encode(database))
+        k = min(k, len(database))
 
-    tasks = {
-        f"encode PQ {M}x{nbits}": (lambda: pq.encode(database), lambda: fpq.compute_codes(database)),
-        f"encode LSH {lsh_bits}b": (lambda: lsh.encode(database), lambda: flsh.sa_encode(database)),
-        f"encode ITQ {itq_bits}b": (lambda: itq.encode(database), lambda: fitq.apply(database) >= 0),
-        f"search PQ k={k}": (lambda: search(queries, decoded, k), lambda: index_pq.search(queries, k)),
-        f"search LSH k={k} (faiss: Hamming)": (lambda: search(queries, decoded_lsh, k),
-                                               lambda: flsh.search(queries, k)),
-    }
-    rows = []
-    for task, (ours, theirs) in tasks.items():
-        tv, tf = _pair_times(ours, theirs, repeats)
-        rows.append({"task": task, "vitedu_s": tv, "faiss_s": tf, "ratio": tv / tf if tf > 0 else float("inf")})
-    if verbose:
-        print(f"{len(database)} database vectors, {len(queries)} queries, d={d}; median of {repeats}")
-        print(f"{'task':<36}{'vitedu (s)':>12}{'faiss (s)':>12}{'ratio':>9}")
-        for r in rows:
-            print(f"{r['task']:<36}{r['vitedu_s']:>12.4f}{r['faiss_s']:>12.4f}{r['ratio']:>8.1f}x")
-    return rows
+        tasks = {
+            f"encode PQ {M}x{nbits}": (lambda: pq.encode(database), lambda: fpq.compute_codes(database)),
+            f"encode LSH {lsh_bits}b": (lambda: lsh.encode(database), lambda: flsh.sa_encode(database)),
+            f"encode ITQ {itq_bits}b": (lambda: itq.encode(database), lambda: fitq.apply(database) >= 0),
+            f"search PQ k={k}": (lambda: search(queries, decoded, k), lambda: index_pq.search(queries, k)),
+            f"search LSH k={k} (faiss: Hamming)": (lambda: search(queries, decoded_lsh, k),
+                                                   lambda: flsh.search(queries, k)),
+        }
+        rows = []
+        for task, (ours, theirs) in tasks.items():
+            tv, tf = _pair_times(ours, theirs, repeats)
+            rows.append({"task": task, "vitedu_s": tv, "faiss_s": tf, "ratio": tv / tf if tf > 0 else float("inf")})
+        if verbose:
+            print(f"{len(database)} database vectors, {len(queries)} queries, d={d}; median of {repeats}")
+            print(f"{'task':<36}{'vitedu (s)':>12}{'faiss (s)':>12}{'ratio':>9}")
+            for r in rows:
+                print(f"{r['task']:<36}{r['vitedu_s']:>12.4f}{r['faiss_s']:>12.4f}{r['ratio']:>8.1f}x")
+        return rows
+    finally:  # faiss and torch share one OpenMP runtime: leave torch with the threads it had
+        faiss.omp_set_num_threads(previous_threads)
