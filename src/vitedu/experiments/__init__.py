@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from . import (
+    codes_study,
     deit3_revenge,
     dino,
     levit_study,
@@ -25,6 +26,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "05_patchconvnet": patchconvnet_study,
     "06_three_things": three_things,
     "07_dino": dino,
+    "09_compact_codes": codes_study,
     "data_scenes": scenes_calibration,
 }
 
