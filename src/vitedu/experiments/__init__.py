@@ -14,6 +14,7 @@ from . import (
     scenes_calibration,
     three_things,
     vit_in_minutes,
+    watermark_study,
 )
 
 EXPERIMENTS: dict[str, ModuleType] = {
@@ -25,6 +26,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "05_patchconvnet": patchconvnet_study,
     "06_three_things": three_things,
     "07_dino": dino,
+    "08_watermarking": watermark_study,
     "data_scenes": scenes_calibration,
 }
 
