@@ -54,8 +54,8 @@ class Config:
 CONFIGS = {
     "smoke": Config(fit_images=160, heldout_images=64, scenes_images=64, n_carriers=4, marked_images=4,
                     ablation_images=2, steps=5, fprs=(1e-1, 1e-2), backbones=("DINO", "random")),
-    "cpu": Config(fit_images=2000, heldout_images=5000, scenes_images=2000, n_carriers=48, marked_images=200,
-                  ablation_images=48, steps=200),
+    "cpu": Config(fit_images=2000, heldout_images=4000, scenes_images=2000, n_carriers=48, marked_images=96,
+                  ablation_images=24, steps=150),
     "gpu": Config(fit_images=10000, heldout_images=10000, scenes_images=5000, n_carriers=63, marked_images=500,
                   ablation_images=100, steps=200),
 }
@@ -177,14 +177,17 @@ def run(budget: Budget, device="cpu") -> dict:
     main = extractors[cfg.backbones[0]]
     fpr = false_positive_study(main, fit, {SOURCES[1]: heldout, SOURCES[2]: scenes}, cfg)
     times = {"fpr": time.perf_counter() - start}
+    print(f"false positives: {times['fpr']:.0f} s", flush=True)
     marked_set = heldout[:cfg.marked_images]
     robust = robustness_study(main, marked_set, cfg)
     times["robustness"] = time.perf_counter() - start - times["fpr"]
+    print(f"robustness: {times['robustness']:.0f} s", flush=True)
     small = heldout[:cfg.ablation_images]
     backbones = {}
     for kind, extractor in extractors.items():
         backbones[kind] = {"fpr": false_positive_study(extractor, fit, {SOURCES[1]: heldout}, cfg),
                            **robustness_study(extractor, small, cfg, multi_bit=False)}
+        print(f"ablation {kind}: {time.perf_counter() - start:.0f} s in all", flush=True)
     no_augment = robustness_study(main, small, cfg, augment=False, multi_bit=False)
     times["ablations"] = time.perf_counter() - start - times["fpr"] - times["robustness"]
     return {"config": asdict(cfg), "dim": main.dim, "fpr": fpr, "robustness": robust,
