@@ -15,6 +15,7 @@ from . import (
     scenes_calibration,
     three_things,
     vit_in_minutes,
+    watermark_study,
 )
 
 EXPERIMENTS: dict[str, ModuleType] = {
@@ -26,6 +27,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "05_patchconvnet": patchconvnet_study,
     "06_three_things": three_things,
     "07_dino": dino,
+    "08_watermarking": watermark_study,
     "09_compact_codes": codes_study,
     "data_scenes": scenes_calibration,
 }
