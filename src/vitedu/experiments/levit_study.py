@@ -26,7 +26,7 @@ from ..bench import compare_throughput, paired_ratio
 from ..budget import Budget
 from ..models import create_model
 from ..models.levit import Attention, ConvBN, LeViT, ShrinkAttention, fuse_bn
-from .recipe_study import StudyData, ledger_rows, plain_config, prepare, summarize, train_variant
+from .recipe_study import StudyData, ledger_rows, prepare, summarize, train_models
 
 SMALL_MODELS = ("levit_pico_32", "resnet_pico_32", "vit_pico_patch4_32")
 PAPER_LEVITS = ("levit_128s", "levit_128", "levit_192", "levit_256")
@@ -73,16 +73,6 @@ CONFIGS = {
 
 def config(budget: Budget) -> Config:
     return budget.select(CONFIGS)
-
-
-def train_models(cfg: Config, seeds: tuple[int, ...] | list[int], device="cpu", prepared=None) -> list[dict]:
-    """Every small model with every seed (seed-major), the same plain training; one dict per run (``"model"``: the
-    trained model)."""
-    prepared = prepared or prepare(cfg.data)
-    train_config = plain_config(cfg.epochs, cfg.batch_size)
-    return [train_variant(name, train_config, prepared, seed=seed, name=name, device=device,
-                          eval_every=cfg.eval_every)
-            for seed in seeds for name in cfg.models]
 
 
 def small_model_throughput(models: dict[str, nn.Module], cfg: Config, image_size: int, in_chans: int = 3) -> dict:

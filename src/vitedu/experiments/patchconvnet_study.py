@@ -40,7 +40,7 @@ from ..models import create_model
 from ..models.patchconvnet import PatchConvNet
 from ..viz.segmentation import jaccard, masks_at
 from .dino import centre_prior
-from .recipe_study import Prepared, StudyData, ledger_rows, plain_config, prepare, summarize, train_variant
+from .recipe_study import Prepared, StudyData, ledger_rows, plain_config, prepare, summarize, train_models
 
 ATTENTION, AVERAGE = "patchconvnet_pico_32", "patchconvnet_pico_avg_32"
 MODELS = (ATTENTION, AVERAGE)
@@ -86,17 +86,6 @@ def config(budget: Budget) -> Config:
 # ----------------------------------------------------------------------------------------------------------------------
 # Attention pooling against average pooling
 # ----------------------------------------------------------------------------------------------------------------------
-
-def train_models(cfg: Config, seeds: tuple[int, ...] | list[int], device="cpu", prepared: Prepared | None = None
-                 ) -> list[dict]:
-    """Both poolings with every seed (seed-major), the same plain training; one dict per run (``"model"``: the
-    trained model)."""
-    prepared = prepared or prepare(cfg.data)
-    train_config = plain_config(cfg.epochs, cfg.batch_size)
-    return [train_variant(name, train_config, prepared, seed=seed, name=name, device=device,
-                          eval_every=cfg.eval_every)
-            for seed in seeds for name in cfg.models]
-
 
 def initial_model(cfg: Config, prepared: Prepared, seed: int = 0, name: str = ATTENTION) -> PatchConvNet:
     """The untrained model whose weights the run of ``name`` with ``seed`` starts from (``train_variant`` seeds torch

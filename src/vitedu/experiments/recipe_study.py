@@ -129,6 +129,17 @@ def train_variant(model_name: str, config: TrainConfig, prepared: Prepared, *, s
             "history": history.epochs, "model": model}
 
 
+def train_models(cfg, seeds: tuple[int, ...] | list[int], device="cpu", prepared: Prepared | None = None) -> list[dict]:
+    """Every model of ``cfg.models`` with every seed (seed-major), the same plain training
+    (``plain_config(cfg.epochs, cfg.batch_size)``) on ``cfg.data``; one dict per run (``"model"``: the trained model).
+    ``cfg`` is a chapter study's Config with those fields and ``eval_every``."""
+    prepared = prepared or prepare(cfg.data)
+    train_config = plain_config(cfg.epochs, cfg.batch_size)
+    return [train_variant(name, train_config, prepared, seed=seed, name=name, device=device,
+                          eval_every=cfg.eval_every)
+            for seed in seeds for name in cfg.models]
+
+
 def run_study(model_name: str, variants: dict[str, TrainConfig], data: StudyData, seeds: list[int] | tuple[int, ...],
               device="cpu", num_workers: int = 0, eval_every: int = 1) -> list[dict]:
     """Every variant with every seed (seed-major, so a partial study still covers all variants); one dict per run
