@@ -70,15 +70,23 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
+    def forward(self, x: torch.Tensor, return_attention: bool = False, mask: torch.Tensor | None = None):
+        """``mask`` (optional, boolean, broadcastable to (B, h, T, T), True = may attend) hides keys from queries:
+        padding in a batch of texts, or the future in a causal language model. Every query must see one key."""
         B, T, D = x.shape
         q, k, v = self.qkv(x).reshape(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if mask is not None and mask.dtype != torch.bool:
+            raise ValueError(f"the attention mask must be boolean (True = attend), got {mask.dtype}; "
+                             "convert a 0/1 padding mask with mask.bool()")
         if return_attention:
-            attn = (q * self.scale @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, T, T)
+            logits = q * self.scale @ k.transpose(-2, -1)  # (B, h, T, T)
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            attn = logits.softmax(dim=-1)
             out = attn @ v
         else:
             attn = None
-            out = F.scaled_dot_product_attention(q, k, v)  # fused kernel, same maths
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # fused kernel, same maths
         out = self.proj(out.transpose(1, 2).reshape(B, T, D))
         return (out, attn) if return_attention else out
 
