@@ -209,3 +209,153 @@ def robustness_table(result: dict) -> list[dict]:
     multi = {r["attack"]: r for r in robust.get("multi_bit", [])}
     return [{"attack": r["attack"], "tpr": r["tpr"], "bit accuracy": multi.get(r["attack"], {}).get("bit accuracy")}
             for r in robust["zero_bit"]]
+
+
+# ---- the chapter's figures ------------------------------------------------------------------------------------------
+
+
+def cosine_trace(image: torch.Tensor, extractor: wm.FeatureExtractor, carrier: torch.Tensor,
+                 config: wm.MarkConfig, checkpoints) -> list[dict]:
+    """How zero-bit marking of one ``image`` (3, H, W) progresses: for each number of steps k in ``checkpoints``,
+    the cosine cos(phi(x_k), a) of the unedited image marked for k steps, its PSNR and its p-value. Marking is
+    deterministic, so the image marked for k steps is the k-th iterate of one longer run (0 steps: the original)."""
+    from dataclasses import replace
+
+    rows = []
+    for k in checkpoints:
+        x = image if k == 0 else wm.mark(image, extractor, carrier, config=replace(config, steps=int(k))).images
+        with torch.no_grad():
+            feature = extractor(x[None])
+        rows.append({"steps": int(k), "cosine": wm.cosine(feature, carrier).item(),
+                     "pvalue": float(wm.pvalue(feature, carrier)[0]),
+                     "psnr": float("inf") if k == 0 else wm.psnr(x[None], image[None]).item()})
+    return rows
+
+
+def plot_thresholds(dims=(16, 63, 256, 2048), fprs=None, ax=None):
+    """The cone's cosine threshold tau = cos(theta) against the target FPR, one curve per dimension d."""
+    import matplotlib.pyplot as plt
+
+    fprs = np.logspace(-12, -0.5, 200) if fprs is None else np.asarray(fprs)
+    ax = ax or plt.subplots(figsize=(5, 3.4))[1]
+    for d in dims:
+        ax.plot(fprs, wm.threshold(fprs, d), label=f"d = {d}")
+    ax.axvline(1e-6, color="grey", ls=":", lw=1)
+    ax.set(xscale="log", xlabel="target false-positive rate", ylabel=r"threshold $\tau = \cos\theta$",
+           title="half-angle of the dual hypercone")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_fpr_curve(features: dict[str, torch.Tensor], carriers: torch.Tensor, ax=None):
+    """The share of (image, carrier) pairs with |cos(phi(x), a)| >= tau, against tau, for each set of unmarked
+    ``features`` (name -> (N, d)), beside the exact rate I_{1 - tau^2}((d - 1) / 2, 1 / 2) (paper, eq. 3)."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(5, 3.4))[1]
+    dim = carriers.shape[1]
+    for name, feats in features.items():
+        c = torch.stack([wm.cosine(feats, a).abs() for a in carriers]).flatten().sort(descending=True).values
+        share = np.arange(1, len(c) + 1) / len(c)  # share of pairs at or above each observed |cosine|
+        ax.step(c.numpy(), share, where="post", label=f"{name} ({len(c):,} pairs)")
+    tau = np.linspace(0, 0.95, 300)
+    ax.plot(tau, wm.false_positive_rate(tau, dim), "k--", lw=1.2, label=f"theory, d = {dim}")
+    ax.set(yscale="log", xlabel=r"threshold $\tau$", ylabel="false-positive rate",
+           ylim=(0.5 / max(len(f) * len(carriers) for f in features.values()), 1.1))
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_fpr_rows(result: dict, ax=None):
+    """The ledger's false-positive rows: empirical share flagged (with its 95% interval) against the target, per
+    source; on the diagonal the detector keeps its promise."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(4.2, 3.6))[1]
+    for i, source in enumerate(dict.fromkeys(r["source"] for r in result["fpr"])):
+        rows = [r for r in result["fpr"] if r["source"] == source]
+        target = np.array([r["fpr"] for r in rows]) * 1.08 ** (i - 1)  # nudged apart so the bars do not overlap
+        share = np.array([r["empirical"] for r in rows])
+        err = [share - [r["ci_low"] for r in rows], [r["ci_high"] for r in rows] - share]
+        ax.errorbar(target, np.maximum(share, 1e-12), yerr=err, fmt="o", ms=4, capsize=3, label=source)
+    lims = [min(r["fpr"] for r in result["fpr"]) / 3, 0.3]
+    ax.plot(lims, lims, "k:", lw=1)
+    ax.set(xscale="log", yscale="log", xlim=lims, ylim=lims, xlabel="target FPR", ylabel="empirical FPR")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_marking(original: torch.Tensor, marked: torch.Tensor, amplify: float = 10.0):
+    """The original, the marked image and their difference amplified ``amplify`` times around grey."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(8, 2.9))
+    difference = (0.5 + amplify * (marked - original)).clamp(0, 1)
+    value = wm.psnr(marked[None], original[None]).item()
+    for ax, image, title in zip(axes, (original, marked, difference),
+                                ("original", f"marked (PSNR {value:.1f} dB)", f"difference x {amplify:g}")):
+        ax.imshow(image.permute(1, 2, 0).numpy())
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_trace(rows: list[dict], tau: float, ax=None):
+    """The cosine of a marked image with the carrier against the marking steps, with the detection threshold."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
+    ax.plot([r["steps"] for r in rows], [abs(r["cosine"]) for r in rows], marker="o")
+    ax.axhline(tau, color="C3", ls="--", lw=1, label=rf"$\tau$ at FPR 1e-6 = {tau:.3f}")
+    ax.set(xlabel="marking steps", ylabel=r"$|\cos(\phi(x), a)|$", ylim=(0, 1))
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_robustness(result: dict, title: str = ""):
+    """Per attack: the zero-bit TPR at FPR 1e-6 and the 30-bit accuracy (chance: 0.5) of a study's main run."""
+    import matplotlib.pyplot as plt
+
+    rows = robustness_table(result)
+    names = [r["attack"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    axes[0].barh(names, [r["tpr"] for r in rows], color="C0")
+    axes[0].set(xlim=(0, 1), xlabel="zero-bit TPR at FPR 1e-6")
+    axes[1].barh(names, [r["bit accuracy"] or 0 for r in rows], color="C1")
+    axes[1].axvline(0.5, color="grey", ls=":", lw=1)
+    axes[1].set(xlim=(0, 1), xlabel=f"bit accuracy, {result['config']['bits']} bits")
+    axes[0].invert_yaxis()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_table(result: dict) -> list[dict]:
+    """Zero-bit TPR at FPR 1e-6 per attack for each backbone (marked with augmentation) and for the main backbone
+    marked without augmentation."""
+    columns = {kind: run["zero_bit"] for kind, run in result["ablation_backbones"].items()}
+    columns[f"{result['config']['backbones'][0]}, no augmentation"] = result["ablation_augmentation"]["without"][
+        "zero_bit"]
+    names = [r["attack"] for r in next(iter(columns.values()))]
+    return [{"attack": name, **{kind: rows[i]["tpr"] for kind, rows in columns.items()}}
+            for i, name in enumerate(names)]
+
+
+def plot_ablation(result: dict, title: str = ""):
+    """Grouped bars of :func:`ablation_table`."""
+    import matplotlib.pyplot as plt
+
+    table = ablation_table(result)
+    kinds = [k for k in table[0] if k != "attack"]
+    y = np.arange(len(table))
+    height = 0.8 / len(kinds)
+    fig, ax = plt.subplots(figsize=(6.5, 0.42 * len(table) + 1))
+    for j, kind in enumerate(kinds):
+        ax.barh(y + (j - (len(kinds) - 1) / 2) * height, [r[kind] for r in table], height, label=kind)
+    ax.set_yticks(y, [r["attack"] for r in table])
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="zero-bit TPR at FPR 1e-6", title=title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -232,3 +232,45 @@ def default_extractor(kind: str = "DINO", budget_name: str = "cpu") -> FeatureEx
         backbone = dino.load_model(cfg, kind, path=dino.checkpoint_path(kind, budget_name))
     mean, std = _scenes_statistics(budget_name)
     return FeatureExtractor(backbone, mean, std, image_size=cfg.data.image_size)
+
+
+DINO_RESNET50_URL = "https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth"
+
+
+def resnet50_dino(weights=None) -> nn.Module:
+    """The paper's backbone: torchvision's ResNet-50 trunk (the classifier replaced by the identity, so it returns the
+    pooled 2048-dimensional feature) with the official DINO ResNet-50 weights (backbone only, ``DINO_RESNET50_URL``).
+
+    ``weights=None`` downloads them once through ``torch.hub`` (about 90 MB, cached in ``~/.cache/torch/hub``); a path
+    loads a local copy of that file. Either way the file is read with ``weights_only=True``. Wrap the result for
+    marking as ``FeatureExtractor(resnet50_dino(), image_size=224)`` (ImageNet normalisation, the default)."""
+    from pathlib import Path
+
+    from torchvision.models import resnet50
+
+    if weights is None:
+        try:
+            state = torch.hub.load_state_dict_from_url(DINO_RESNET50_URL, map_location="cpu", weights_only=True)
+        except OSError as error:  # URLError and socket errors are OSErrors
+            raise RuntimeError(
+                f"could not download the DINO ResNet-50 weights ({error}). Offline, download {DINO_RESNET50_URL} on "
+                "a machine with internet and pass its path: resnet50_dino('dino_resnet50_pretrain.pth').") from error
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"no weights file at {path}: download {DINO_RESNET50_URL} and pass its path, or "
+                                    "pass weights=None to download it through torch.hub.")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"the weights file holds a {type(state).__name__}, not a state dict of tensors.")
+    # the official file is the bare backbone; a full DINO training checkpoint nests it as teacher/student 'backbone.'
+    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
+    trunk = resnet50(weights=None)
+    trunk.fc = nn.Identity()
+    missing, unexpected = trunk.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.startswith("fc.")]  # a classifier, if present, is not used
+    if missing or unexpected:
+        raise ValueError(f"these are not ResNet-50 backbone weights: {len(missing)} missing keys (e.g. "
+                         f"{missing[:3]}) and {len(unexpected)} unexpected ones (e.g. {unexpected[:3]}).")
+    trunk.num_features = 2048
+    return trunk.eval()
