@@ -926,3 +926,303 @@ def patch_mask(fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]) ->
     return CheckResult(name, True, f"masking these pixels before the hMLP stem leaves its visible tokens unchanged "
                        f"(largest difference {leak['max_abs_diff']:.1g}): masking before or after the stem is the "
                        "same.")
+
+
+# ---- Chapter 09 (compact codes) --------------------------------------------------------------------------------------
+
+def code_memory(fn: Callable[[int, int], int]) -> CheckResult:
+    """Exercise: ``fn(n_vectors, bits)`` -> bytes taken by ``n_vectors`` codes of ``bits`` bits, each code stored in
+    whole bytes as faiss stores it (``ceil(bits / 8)`` bytes per vector)."""
+    name = "code memory"
+    for n, bits in ((1_000_000, 64), (1_000_000_000, 32), (10, 12), (3, 1), (7, 128)):
+        want = n * ((bits + 7) // 8)
+        got, error = _call(name, fn, n, bits)
+        if error is not None:
+            return error
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            return CheckResult(name, False, f"return a number of bytes, not {type(got).__name__}.")
+        if got == want:
+            continue
+        if got == n * bits:
+            return CheckResult(name, False, f"{n} codes of {bits} bits: {got:.0f} is a number of bits; a byte "
+                               "holds 8.")
+        if abs(got - n * bits / 8) < 1e-6 * max(1.0, n * bits / 8) or got == -(-n * bits // 8):
+            return CheckResult(name, False, f"{n} codes of {bits} bits: every code is stored on its own in whole "
+                               f"bytes, so round up per vector: ceil({bits} / 8) = {(bits + 7) // 8} bytes each.")
+        if got == n * bits * 4:
+            return CheckResult(name, False, "that is the size of bits-dimensional float32 vectors: a code of b "
+                               "bits takes b / 8 bytes (rounded up), not 4 bytes per bit.")
+        return CheckResult(name, False, f"{n} codes of {bits} bits should take {want} bytes, got {got:.0f}.")
+    return CheckResult(name, True, "1M vectors of 64 bits fit in 8 MB, where 1M float32 vectors of dimension 64 "
+                       "take 256 MB: 32 times less.")
+
+
+def _ls_reference(features, x):
+    import numpy as np
+
+    design = np.concatenate([features, np.ones((len(features), 1))], 1)
+    return design, design @ np.linalg.lstsq(design, x, rcond=None)[0]
+
+
+def least_squares_decoder(fn: Callable) -> CheckResult:
+    """Exercise: ``fn(features (n, p), x (n, d))`` -> ``A`` of shape (p + 1, d), the least-squares decoder
+    ``x_hat = [f, 1] A`` (last row: the bias) of the codes' features, for binary signs and for PQ's one-hot
+    indicators (whose normal equations are singular)."""
+    import numpy as np
+
+    from .codes import LSH, ProductQuantizer
+
+    name = "least-squares decoder"
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 8)) * np.linspace(2.0, 0.2, 8) + 0.5
+    for label, encoder in (("LSH signs", LSH(8, 6, seed=0).fit(x)), ("PQ one-hot", ProductQuantizer(8, 2, 3).fit(x))):
+        features = encoder.features(encoder.encode(x))
+        design, best = _ls_reference(features, x)
+        got, error = _call(name, fn, features.copy(), x.copy())
+        if error is not None:
+            if "singular" in error.message.lower():
+                return CheckResult(name, False, f"{label}: F^T F is singular (each block of one-hot columns adds "
+                                   "up to the column of ones): solve with np.linalg.lstsq or np.linalg.pinv instead "
+                                   "of inverting it.")
+            return error
+        A = np.asarray(got, dtype=np.float64)
+        if A.shape == (features.shape[1], x.shape[1]):
+            return CheckResult(name, False, f"{label}: A has {A.shape[0]} rows, one per feature; add a column of "
+                               "ones to the features so that the last row of A is the bias (the data is not "
+                               "centred).")
+        if A.shape != (features.shape[1] + 1, x.shape[1]):
+            return CheckResult(name, False, f"{label}: A must have shape (p + 1, d) = "
+                               f"{(features.shape[1] + 1, x.shape[1])}, got {A.shape}.")
+        if not np.isfinite(A).all():
+            return CheckResult(name, False, f"{label}: A holds NaN or infinite values: the normal equations are "
+                               "singular for one-hot features; use np.linalg.lstsq or np.linalg.pinv.")
+        mine = design @ A
+        if np.allclose(mine, best, atol=1e-6 * np.abs(best).max()):
+            continue
+        mse, best_mse = ((mine - x) ** 2).sum(1).mean(), ((best - x) ** 2).sum(1).mean()
+        return CheckResult(name, False, f"{label}: your decoder's training MSE is {mse:.4f}, least squares reaches "
+                           f"{best_mse:.4f}: minimise ||[F, 1] A - X||^2 over A.")
+    return CheckResult(name, True, "the same reconstructions as the least-squares solution, for binary and PQ codes "
+                       "(vitedu.codes.LinearDecoder solves the same normal equations by chunks).")
+
+
+def recall_against_brute_force(fn: Callable) -> CheckResult:
+    """Exercise: ``fn(queries, database, decoded, R)`` -> 1-recall@R, the fraction of queries whose exact nearest
+    neighbour in ``database`` (squared L2, brute force) is among the ``R`` decoded vectors nearest to the query."""
+    import numpy as np
+
+    from .codes import ProductQuantizer, recall_at, search
+
+    name = "recall@R"
+    rng = np.random.default_rng(0)
+    database = rng.standard_normal((400, 8)).astype(np.float32)
+    queries = rng.standard_normal((60, 8)).astype(np.float32)
+    pq = ProductQuantizer(8, 4, 5, seed=0).fit(database)  # 20-bit codes, no two decoded alike: no ties to break
+    decoded = pq.decode(pq.encode(database)).astype(np.float32)
+    _, truth = search(queries, database, 10)
+    for R in (1, 5, 10):
+        _, found = search(queries, decoded, R + 1)
+        want = recall_at(found, truth, (R,))[R]
+        got, error = _call(name, fn, queries.copy(), database.copy(), decoded.copy(), R)
+        if error is not None:
+            return error
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            return CheckResult(name, False, f"return the recall as a number between 0 and 1, not "
+                               f"{type(got).__name__}.")
+        if abs(got - want) < 1e-9:
+            continue
+        if abs(got - 100 * want) < 1e-6:
+            return CheckResult(name, False, "return a fraction between 0 and 1, not a percentage.")
+        if got == 1.0:
+            return CheckResult(name, False, f"R={R}: recall 1.0, but it is {want:.3f}: the ground truth must come "
+                               "from the raw database (the exact neighbour), the ranking from the decoded vectors.")
+        r_recall = float(np.mean([len(set(truth[i, :R]) & set(found[i, :R])) / R for i in range(len(queries))]))
+        if abs(got - r_recall) < 1e-9 and R > 1:
+            return CheckResult(name, False, f"R={R}: you measured the overlap of the R true and R found neighbours "
+                               "(R-recall@R); 1-recall@R asks only whether the single nearest neighbour is found.")
+        near = {r: recall_at(found, truth, (r,))[r] for r in (R - 1, R + 1) if r >= 1}
+        if any(abs(got - v) < 1e-9 for v in near.values()) and got not in (want,):
+            return CheckResult(name, False, f"R={R}: off by one: keep exactly the first R results (indices "
+                               "0 ... R-1 of the sorted list).")
+        return CheckResult(name, False, f"R={R}: expected {want:.3f}, got {got:.3f}: rank the decoded vectors by "
+                           "squared L2 distance to each query.")
+    return CheckResult(name, True, "the same recall as vitedu.codes.search + recall_at on a PQ-coded database.")
+
+
+# ---- Chapter 08 (watermarking) ---------------------------------------------------------------------------------------
+
+import functools  # noqa: E402  (the section's own import, kept with it)
+
+
+def hypercone_threshold(fn: Callable[[float, int], float]) -> CheckResult:
+    """Exercise: ``fn(fpr, d)`` -> the cosine threshold tau = cos(theta) of the dual hypercone whose false-positive
+    rate is ``fpr`` for features uniform on the sphere of R^d (``vitedu.watermark.threshold``)."""
+    import numpy as np
+    from scipy import special
+
+    from .watermark import false_positive_rate, threshold
+
+    name = "hypercone threshold"
+    for fpr, d in ((1e-6, 63), (1e-2, 8), (1e-3, 2048), (0.2, 3)):
+        want = threshold(fpr, d)
+        got, error = _call(name, fn, fpr, d)
+        if error is not None:
+            return error
+        try:
+            got = float(np.asarray(got, dtype=np.float64))
+        except (TypeError, ValueError):
+            return CheckResult(name, False, f"return one number (the cosine threshold), got {type(got).__name__}.")
+        if abs(got - want) <= 1e-6 * max(1.0, abs(want)):
+            continue
+        hints = [
+            (threshold(min(2 * fpr, 0.99), d), "that is the threshold of ONE cone: the detector flags |cos| >= tau, "
+                                               "both cones around a and -a, and the formula I_{1 - tau^2}((d - 1)/2, "
+                                               "1/2) already counts both."),
+            (np.arccos(want), "that is the half-angle theta in radians: return its cosine, tau = cos(theta)."),
+            (want ** 2, "that is tau^2 = 1 - I^{-1}: take the square root."),
+            (np.sqrt(special.betaincinv(d / 2, 0.5, fpr)), "mixed up the variable: I is evaluated at 1 - tau^2, "
+                                                           "so tau = sqrt(1 - I^{-1}_fpr((d - 1)/2, 1/2))."),
+            (np.sqrt(1 - special.betaincinv(d / 2, 0.5, fpr)), "the first parameter of the beta function is "
+                                                               "(d - 1) / 2, not d / 2."),
+            (np.sqrt(1 - special.betaincinv(0.5, (d - 1) / 2, fpr)), "the two parameters are swapped: "
+                                                                     "I_x((d - 1) / 2, 1 / 2)."),
+        ]
+        for value, hint in hints:
+            if np.isfinite(value) and abs(got - value) <= 1e-6 * max(1.0, abs(value)):
+                return CheckResult(name, False, f"fpr {fpr:g}, d {d}: {got:.6f}, expected {want:.6f}; {hint}")
+        return CheckResult(name, False, f"fpr {fpr:g}, d {d}: {got:.6f}, expected {want:.6f}. Invert FPR(tau) = "
+                           "I_{1 - tau^2}((d - 1)/2, 1/2) with scipy.special.betaincinv.")
+    tau = threshold(1e-6, 2048)
+    return CheckResult(name, True, f"at FPR 1e-6 the cone is tau = {threshold(1e-6, 63):.3f} wide in d = 63 but "
+                       f"tau = {tau:.3f} in the paper's d = 2048 (a half-angle of {np.degrees(np.arccos(tau)):.1f} "
+                       f"degrees; FPR check {false_positive_rate(tau, 2048):.1e}).")
+
+
+def decode_bits(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> CheckResult:
+    """Exercise: ``fn(features (N, d), carriers (k, d))`` -> the bits (N, k) in {-1, 1} read as the signs of the
+    projections phi^T a_i (``vitedu.watermark.decode``)."""
+    from .watermark import decode, make_carriers
+
+    name = "decode bits"
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(5, 12, generator=generator) * torch.rand(5, 1, generator=generator) * 3
+    carriers = make_carriers(12, 7, seed=3, orthonormal=False)
+    want = decode(features, carriers)
+    got, error = _call(name, fn, features.clone(), carriers.clone())
+    if error is not None:
+        return error
+    if not isinstance(got, torch.Tensor):
+        return CheckResult(name, False, f"return a torch.Tensor, not {type(got).__name__}.")
+    if got.shape == want.T.shape and got.shape != want.shape:
+        return CheckResult(name, False, f"shape {tuple(got.shape)}: one row per image, one column per bit, (N, k) = "
+                           f"{tuple(want.shape)} (project with features @ carriers.T).")
+    if got.shape != want.shape:
+        return CheckResult(name, False, f"shape {tuple(got.shape)}, expected (N, k) = {tuple(want.shape)}.")
+    got = got.float()
+    if torch.equal(got, want):
+        return CheckResult(name, True, "the signs of the projections; they do not depend on the feature's norm, so "
+                           "scaling an image's feature never flips a bit.")
+    if torch.equal(got, (want + 1) / 2):
+        return CheckResult(name, False, "bits in {0, 1}: the book's messages are in {-1, 1} (map b to 2 b - 1).")
+    if torch.equal(got, -want):
+        return CheckResult(name, False, "every bit is flipped: a positive projection reads as +1.")
+    if torch.allclose(got, (features @ carriers.T).float()):
+        return CheckResult(name, False, "those are the projections: keep only their signs.")
+    return CheckResult(name, False, "wrong bits: bit i of image n is sign(features[n] . carriers[i]), +1 for 0.")
+
+
+def bits_pvalue(fn: Callable[[int, int], float]) -> CheckResult:
+    """Exercise: ``fn(correct, k)`` -> the p-value of ``correct`` right bits out of ``k``: the probability that an
+    unmarked image (each bit right with probability 1/2) decodes at least that well, P(Bin(k, 1/2) >= correct)."""
+    import numpy as np
+    from scipy import stats
+
+    from .watermark import bits_pvalue as reference
+
+    name = "p-value of correct bits"
+    for correct, k in ((25, 30), (30, 30), (15, 30), (0, 10), (7, 8)):
+        want = float(reference(correct, k))
+        got, error = _call(name, fn, correct, k)
+        if error is not None:
+            return error
+        try:
+            got = float(np.asarray(got, dtype=np.float64))
+        except (TypeError, ValueError):
+            return CheckResult(name, False, f"return one probability, got {type(got).__name__}.")
+        if abs(got - want) <= 1e-9 + 1e-6 * want:
+            continue
+        hints = [
+            (stats.binom.sf(correct, k, 0.5), "that is P(Bin > correct): the p-value includes the observed count, "
+                                              "P(Bin(k, 1/2) >= correct) = sf(correct - 1)."),
+            (stats.binom.pmf(correct, k, 0.5), "that is the probability of exactly that count: sum the tail, every "
+                                               "count at least as good."),
+            (stats.binom.cdf(correct, k, 0.5), "that is the lower tail: more correct bits is the stronger evidence, "
+                                               "so sum upwards."),
+            (0.5 ** correct, "(1/2)^correct ignores which bits were right: count the ways with the binomial."),
+        ]
+        for value, hint in hints:
+            if abs(got - value) <= 1e-9 + 1e-6 * value:
+                return CheckResult(name, False, f"{correct} of {k}: {got:.4g}, expected {want:.4g}; {hint}")
+        return CheckResult(name, False, f"{correct} of {k}: {got:.4g}, expected {want:.4g} = sum over j >= correct "
+                           "of C(k, j) / 2^k.")
+    return CheckResult(name, True, f"25 of 30 bits right happens by chance with probability {reference(25, 30):.1e}, "
+                       f"all 30 with {reference(30, 30):.1e}: a 30-bit message read without error is stronger "
+                       "evidence than the zero-bit detector at FPR 1e-6.")
+
+
+@functools.lru_cache(maxsize=1)
+def _marked_for_attack() -> tuple:
+    """Zero-bit marks on six held-out photo crops (PSNR 40 dB, 100 steps, augmentation on) and their extractor."""
+    from .experiments.watermark_study import photo_crops
+    from .watermark import MarkConfig, default_extractor, detect, make_carriers, mark
+
+    extractor = default_extractor("DINO").fit_whitening(photo_crops(300, 64, seed=0))
+    carrier = make_carriers(extractor.dim, 1, seed=1)
+    images = photo_crops(8, 64, seed=1)
+    marked = mark(images, extractor, carrier, config=MarkConfig(steps=100, target_psnr=40.0)).images
+    with torch.no_grad():
+        detected = detect(extractor(marked), carrier[0]).detected
+    return extractor, carrier, marked[detected]
+
+
+def break_mark(attack: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
+    """Exercise: ``attack(image (3, H, W) in [0, 1])`` -> an edited image of the same size that a viewer would call the
+    same picture (SSIM >= 0.6 against the marked image) and on which the zero-bit detector (FPR 1e-6) no longer finds
+    the mark, for every one of a few marked photo crops (marked with augmentation, as in the chapter)."""
+    import numpy as np
+
+    from .watermark import detect, psnr, ssim
+
+    name = "break the mark"
+    extractor, carrier, marked = _marked_for_attack()
+    attacked = []
+    for image in marked:
+        got, error = _call(name, attack, image.clone())
+        if error is not None:
+            return error
+        if not isinstance(got, torch.Tensor) or got.shape != image.shape:
+            return CheckResult(name, False, f"return one image of the input's shape {tuple(image.shape)}, got "
+                               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__} "
+                               "(keep the size, so that the edit can be compared with the image).")
+        if not got.is_floating_point() or got.min() < 0 or got.max() > 1:
+            return CheckResult(name, False, "return a float image in [0, 1] (clamp it).")
+        attacked.append(got.detach().float())
+    attacked = torch.stack(attacked)
+    similarity, quality = ssim(attacked, marked), psnr(attacked, marked)
+    with torch.no_grad():
+        found = detect(extractor(attacked), carrier[0])
+    survived = int(found.detected.sum())
+    numbers = (f"SSIM {similarity.min():.2f} to {similarity.max():.2f}, PSNR {quality.mean():.1f} dB, mark still "
+               f"found on {survived} of {len(marked)}")
+    if similarity.min() < 0.6:
+        return CheckResult(name, False, f"{numbers}: the edit changes the picture too much (SSIM < 0.6 against the "
+                           "marked image); destroying an image always removes its mark. Find a milder edit.")
+    if survived:
+        return CheckResult(name, False, f"{numbers}: the mark survives that edit on some images. Try an edit the "
+                           "marking never showed the extractor: a tiny translation, noise, a colour change...")
+    return CheckResult(name, True, f"{numbers}; median p-value {float(np.median(found.pvalue)):.2g} (it was below "
+                       "1e-6 before): the marking only learned invariance to the edits it was shown.")

@@ -237,3 +237,120 @@ def run(budget: Budget, device="cpu") -> dict:
     study_s = time.perf_counter() - start
     return {"config": asdict(cfg), "paper_claim": PAPER_CLAIM, "summary": summary, "verdict": verdict(summary),
             "runs": rows, "study_s": study_s, "faiss_bench": faiss_bench(cfg)}
+
+
+# ---- the chapter's figures and tables ------------------------------------------------------------------------------
+
+def toy_vectors(n: int = 2000, seed: int = 0, angle: float = 30.0, stds: tuple[float, float] = (1.0, 0.3)) -> np.ndarray:
+    """``n`` 2-D points of a centred Gaussian stretched along a direction ``angle`` degrees from the x axis (float32):
+    the chapter's toy data, where every cell of every code can be drawn."""
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}.")
+    if min(stds) <= 0:
+        raise ValueError(f"stds must be positive, got {stds}.")
+    rng = np.random.default_rng(seed)
+    a = np.deg2rad(angle)
+    rotation = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return ((rng.standard_normal((n, 2)) * np.asarray(stds)) @ rotation.T).astype(np.float32)
+
+
+def cell_means(codes: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The best decoder a code can have on ``x``: the mean of the vectors that share each code (a table of one row
+    per distinct code, only possible for short codes). Returns ``(distinct_codes, means)``."""
+    codes, x = np.asarray(codes), np.asarray(x, dtype=np.float64)
+    if codes.ndim != 2 or x.ndim != 2 or len(codes) != len(x):
+        raise ValueError(f"codes (n, width) and x (n, d) must describe the same vectors, got {codes.shape} and "
+                         f"{x.shape}.")
+    distinct, inverse = np.unique(codes, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    means = np.zeros((len(distinct), x.shape[1]))
+    np.add.at(means, inverse, x)
+    return distinct, means / np.bincount(inverse)[:, None]
+
+
+def plot_cells(encoder, x: np.ndarray, decoders: dict | None = None, ax=None, title: str | None = None,
+               extent: float = 3.0, resolution: int = 300, hyperplanes: bool = True):
+    """The cells of a trained 2-D encoder (one colour per code), the points ``x``, the separating lines of a binary
+    encoder and, for each decoder in ``decoders`` ({label: decoder}; the encoder itself is its implicit decoder),
+    the reconstruction of every code that ``x`` uses. Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != 2 or getattr(encoder, "d", None) != 2:
+        raise ValueError("plot_cells draws 2-D data: x must be (n, 2) and the encoder built with d=2.")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    grid = np.linspace(-extent, extent, resolution)
+    gx, gy = np.meshgrid(grid, grid)
+    points = np.stack([gx.ravel(), gy.ravel()], 1)
+    _, cell = np.unique(encoder.encode(points), axis=0, return_inverse=True)
+    ax.imshow(cell.reshape(resolution, resolution) % 10, origin="lower", extent=(-extent, extent) * 2,
+              cmap="tab10", vmin=0, vmax=9, alpha=0.35, interpolation="nearest")
+    ax.scatter(x[:, 0], x[:, 1], s=2, c="0.25", alpha=0.35, lw=0)
+    if hyperplanes and getattr(encoder, "W", None) is not None:
+        for w, t in zip(encoder.W, encoder.thresholds):  # the line (p - mean) . w = t
+            point = encoder.mean + t * w / (w @ w)
+            direction = np.array([-w[1], w[0]]) / np.linalg.norm(w)
+            ends = point + np.outer([-3 * extent, 3 * extent], direction)
+            ax.plot(ends[:, 0], ends[:, 1], color="k", lw=0.8)
+    codes = np.unique(encoder.encode(x), axis=0)
+    for (label, decoder), marker in zip((decoders or {}).items(), "oXs^Dv"):
+        rec = decoder.decode(codes)
+        ax.scatter(rec[:, 0], rec[:, 1], marker=marker, s=36, edgecolor="k", lw=0.6, label=label, zorder=3)
+    if decoders:
+        ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
+    ax.set(xlim=(-extent, extent), ylim=(-extent, extent), aspect="equal", xticks=[], yticks=[])
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def format_summary(summary: list[dict], dataset: str | None = None) -> str:
+    """The summary (from :func:`summarize` or the ledger) as a text table, one line per encoder, bits and decoder:
+    MSE, its ratio to the implicit decoder's, and recall@1/10/100 (mean ± spread over seeds when there are several)."""
+    rows = [r for r in summary if dataset is None or r["dataset"] == dataset]
+    if not rows:
+        raise ValueError(f"no rows for dataset {dataset!r}; the summary has {sorted({r['dataset'] for r in summary})}")
+    head = f"{'data':<6}{'bits':>5} {'encoder':<4} {'decoder':<9}{'MSE':>14}{'÷ implicit':>11}"
+    lines = [head + "".join(f"{'R@' + str(k):>14}" for k in RANKS)]
+    for r in rows:
+        spread = r.get("seeds", 1) > 1
+
+        def cell(key, fmt):
+            value = format(r[key], fmt)
+            return f"{value} ± {format(r[key + '_std'], fmt)}" if spread else value
+        lines.append(f"{r['dataset']:<6}{r['bits']:>5} {r['encoder']:<4} {r['decoder']:<9}{cell('mse', '.3f'):>14}"
+                     f"{r['mse_ratio']:>11.2f}" + "".join(f"{cell(f'recall@{k}', '.3f'):>14}" for k in RANKS))
+    return "\n".join(lines)
+
+
+def plot_summary(summary: list[dict], title: str | None = None):
+    """One row per dataset; columns: the MSE relative to the implicit decoder of the same codes, then recall@1, @10
+    and @100; bars grouped by encoder and bits, one colour per decoder (error bars: spread over seeds)."""
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in summary))
+    if not datasets:
+        raise ValueError("the summary is empty")
+    metrics = [("mse_ratio", "MSE ÷ implicit decoder's")] + [(f"recall@{k}", f"recall@{k}") for k in RANKS]
+    fig, axes = plt.subplots(len(datasets), len(metrics), figsize=(3.3 * len(metrics), 2.6 * len(datasets)),
+                             squeeze=False)
+    width = 0.8 / len(DECODERS)
+    for row, dataset in zip(axes, datasets):
+        rows = [r for r in summary if r["dataset"] == dataset]
+        groups = list(dict.fromkeys((r["bits"], r["encoder"]) for r in rows))
+        by = {(r["bits"], r["encoder"], r["decoder"]): r for r in rows}
+        for ax, (key, label) in zip(row, metrics):
+            for j, dec in enumerate(DECODERS):
+                vals = [by[(b, e, dec)][key] for b, e in groups]
+                err = None if key == "mse_ratio" else [by[(b, e, dec)].get(key + "_std", 0.0) for b, e in groups]
+                ax.bar(np.arange(len(groups)) + (j - 1) * width, vals, width, yerr=err, label=dec, color=f"C{j}")
+            if key == "mse_ratio":
+                ax.axhline(1.0, color="k", lw=0.6)
+            ax.set_xticks(np.arange(len(groups)), [f"{e}\n{b}b" for b, e in groups], fontsize=7)
+            ax.set_title(f"{dataset}: {label}", fontsize=9)
+    axes[0, 0].legend(fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
