@@ -128,6 +128,23 @@ def test_padding_does_not_change_the_real_tokens_results(tokenizer, randomise):
         assert not torch.allclose(classifier(padded_ids[:1]), classifier(*alone))
 
 
+def test_token_nll_in_chunks_equals_the_full_softmax(randomise, monkeypatch):
+    monkeypatch.setattr(models, "HEAD_CHUNK", 7)  # 2 x 23 tokens with padding: several chunks, a ragged last one
+    lm = randomise(make(CausalLM))
+    ids = torch.randint(1000, 3000, (2, 23))
+    mask = torch.ones_like(ids)
+    mask[1, 15:] = 0
+    nll = lm.token_nll(ids, mask)
+    logits = lm(ids, mask)[:, :-1]
+    keep = mask[:, 1:].bool()
+    expected = F.cross_entropy(logits[keep], ids[:, 1:][keep], reduction="none")
+    assert nll.shape == (22 + 14,)
+    torch.testing.assert_close(nll, expected)
+    grad, = torch.autograd.grad(nll.mean(), lm.token_embed.weight)
+    expected_grad, = torch.autograd.grad(expected.mean(), lm.token_embed.weight)
+    torch.testing.assert_close(grad, expected_grad)
+
+
 def test_input_errors_are_clear():
     model = make(TextClassifier)
     ids = torch.ones(1, 5, dtype=torch.long)
