@@ -185,3 +185,21 @@ def test_the_recall_check_has_no_ties_among_decoded_vectors():
     database = rng.standard_normal((400, 8)).astype(np.float32)
     pq = ProductQuantizer(8, 4, 5, seed=0).fit(database)
     assert len(np.unique(pq.decode(pq.encode(database)).astype(np.float32), axis=0)) == len(database)
+
+
+def test_rank_agreement_is_one_for_exact_vectors_and_lower_for_codes():
+    from vitedu.experiments.codes_study import rank_agreement
+
+    rng = np.random.default_rng(0)
+    database = rng.standard_normal((300, 8))
+    queries = rng.standard_normal((20, 8))
+    assert rank_agreement(queries, database, database) == pytest.approx(1.0)
+    assert rank_agreement(queries, database, database, top=10) == pytest.approx(1.0)
+    assert rank_agreement(queries, database, -database) < 0.5  # mirrored vectors: the order is lost
+    lsh = LSH(8, 6, seed=0).fit(database)
+    coded = rank_agreement(queries, database, lsh.decode(lsh.encode(database)))
+    assert 0.2 < coded < 0.99
+    with pytest.raises(ValueError, match="top"):
+        rank_agreement(queries, database, database, top=1)
+    with pytest.raises(ValueError, match="tied"):
+        rank_agreement(queries, database, np.zeros_like(database))

@@ -354,3 +354,27 @@ def plot_summary(summary: list[dict], title: str | None = None):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def rank_agreement(queries: np.ndarray, database: np.ndarray, decoded: np.ndarray, top: int | None = None) -> float:
+    """How well the asymmetric distances ``||q - x_hat||`` order the database like the true ``||q - x||``: Spearman's
+    rank correlation per query, averaged over queries; over the whole database, or only over each query's ``top``
+    true nearest neighbours (the part of the ranking that recall@R looks at). Queries whose decoded distances are all
+    tied on that set (no order to compare) are left out."""
+    from scipy.stats import spearmanr
+
+    true = search(queries, database, len(database))  # sorted by true distance
+    idx = true[1] if top is None else true[1][:, :check_top(top, len(database))]
+    q = np.asarray(queries, dtype=np.float64)[:, None, :]
+    est = ((q - np.asarray(decoded, dtype=np.float64)[idx]) ** 2).sum(-1)
+    ref = np.take_along_axis(((q - np.asarray(database, dtype=np.float64)[None]) ** 2).sum(-1), idx, 1)
+    rhos = [spearmanr(a, b)[0] for a, b in zip(ref, est) if np.ptp(b) > 0]
+    if not rhos:
+        raise ValueError("every query sees all its decoded distances tied: nothing to rank")
+    return float(np.mean(rhos))
+
+
+def check_top(top: int, n: int) -> int:
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 2 <= top <= n:
+        raise ValueError(f"top must be an integer between 2 and the database size {n}, got {top!r}")
+    return int(top)
