@@ -8,6 +8,7 @@ from . import (
     codes_study,
     deit3_revenge,
     dino,
+    gbda_study,
     levit_study,
     patchconvnet_study,
     resmlp_study,
@@ -29,6 +30,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "07_dino": dino,
     "08_watermarking": watermark_study,
     "09_compact_codes": codes_study,
+    "10_gbda": gbda_study,
     "data_scenes": scenes_calibration,
 }
 

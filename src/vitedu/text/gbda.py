@@ -153,6 +153,18 @@ class GBDAResult:
         return out
 
 
+@torch.no_grad()
+def predict_ids(model: nn.Module, rows: list[list[int]]) -> torch.Tensor:
+    """Class predictions of a classifier for token lists (with [CLS] and [SEP]), as one right-padded batch."""
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
+    device = _device(model)
+    return model(ids.to(device), mask.to(device)).argmax(-1).cpu()
+
+
 def banned_tokens(tokenizer, vocab_size: int | None = None) -> torch.Tensor:
     """Boolean [vocab]: the tokens a sampled sentence may not contain: special tokens and ``[unused*]``."""
     vocab_size = vocab_size or len(tokenizer)
@@ -283,16 +295,10 @@ class GBDA:
         rows = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
         return [r if len(r) <= self.max_length else r[:self.max_length - 1] + [r[-1]] for r in rows]
 
-    @torch.no_grad()
-    def predict(self, model: nn.Module, rows: list[list[int]]) -> torch.Tensor:
-        """Class predictions of ``model`` for token lists (one padded batch)."""
-        width = max(len(r) for r in rows)
-        ids = torch.zeros(len(rows), width, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
-        device = _device(model)
-        return model(ids.to(device), mask.to(device)).argmax(-1).cpu()
+    @staticmethod
+    def predict(model: nn.Module, rows: list[list[int]]) -> torch.Tensor:
+        """Class predictions of ``model`` for token lists (see :func:`predict_ids`)."""
+        return predict_ids(model, rows)
 
     def attack(self, text: str | list[int], label, progress: bool = False, keep_theta: bool = False) -> GBDAResult:
         """Attack one sentence with its true ``label`` (a name of ``LABELS`` or an index); deterministic for
@@ -358,4 +364,4 @@ def highlight_html(tokenizer, ids: list[int], adv_ids: list[int]) -> str:
 
 
 __all__ = ["GBDA", "GBDAConfig", "GBDAResult", "LABELS", "banned_tokens", "changed_tokens", "fluency_loss",
-           "gumbel_noise", "gumbel_softmax", "highlight", "highlight_html", "margin_loss", "sentence_perplexity"]
+           "gumbel_noise", "gumbel_softmax", "highlight", "highlight_html", "margin_loss", "predict_ids", "sentence_perplexity"]
