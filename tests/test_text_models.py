@@ -243,6 +243,9 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, rows_and_lab
     assert checkpoint.latest(tmp_path / "resumed").name == "step-000000005"
     resumed, resumed_history = run(tmp_path / "resumed")
     assert resumed_history["loss"] == straight_history["loss"]
+    with pytest.raises(ValueError, match="written by another run"):  # other settings must not resume it
+        models.train_text_model(make(TextClassifier), rows, labels, TrainConfig(epochs=3, save_every=5),
+                                tmp_path / "resumed", progress=False)
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 

@@ -304,8 +304,11 @@ def train_text_model(model: nn.Module, rows: list[list[int]], labels: list[int] 
     and a run that finds one there resumes from it, replaying the same batches. Returns the history.
     """
     is_lm = isinstance(model, CausalLM)
+    if not rows:
+        raise ValueError("train_text_model got no texts to train on")
     if not is_lm and (labels is None or len(labels) != len(rows)):
-        raise ValueError("a TextClassifier needs one label per text")
+        raise ValueError(f"a TextClassifier needs one label per text: got {len(rows)} texts and "
+                         f"{'no' if labels is None else len(labels)} labels")
     model.to(device).train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n)]
@@ -317,7 +320,12 @@ def train_text_model(model: nn.Module, rows: list[list[int]], labels: list[int] 
     warmup = max(1, round(train.warmup * total))
     history = {"loss": [], "seconds": 0.0}
     step = 0
+    meta = {"model": type(model).__name__, "config": asdict(model.config), "train": asdict(train), "texts": len(rows)}
     if output_dir is not None and (folder := checkpoint.latest(output_dir)) is not None:
+        written = checkpoint.read_meta(folder)
+        if {k: written.get(k) for k in meta} != json.loads(json.dumps(meta)):
+            raise ValueError(f"{folder} was written by another run ({written}); this run is {meta}. Resume with the "
+                             f"same model, settings and texts, or delete {checkpoint.checkpoint_root(output_dir)}")
         state = checkpoint.load(folder, model)
         optimizer.load_state_dict(state["optimizer"])
         checkpoint.set_rng_state(state["rng"])
@@ -350,7 +358,7 @@ def train_text_model(model: nn.Module, rows: list[list[int]], labels: list[int] 
         bar.set_postfix(loss=f"{sum(history['loss'][-20:]) / len(history['loss'][-20:]):.3f}")
         if output_dir is not None and (step % train.save_every == 0) and step < total:
             history["seconds"] = start_seconds + time.perf_counter() - start_time
-            checkpoint.save(output_dir, model=model, meta={"model": type(model).__name__},
+            checkpoint.save(output_dir, model=model, meta=meta,
                             state={"global_step": step, "optimizer": optimizer.state_dict(),
                                    "rng": checkpoint.rng_state(), "history": history})
     bar.close()
