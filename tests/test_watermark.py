@@ -271,6 +271,10 @@ def test_zero_bit_marking_meets_the_psnr_target_and_is_detected():
     # one image (3, H, W) in, one out
     single = wm.mark(images[0], extractor, carrier, config=wm.MarkConfig(steps=2))
     assert single.images.shape == images[0].shape
+    # marking needs gradients, so a caller's no_grad (e.g. around an evaluation loop) must not change it
+    with torch.no_grad():
+        quiet = wm.mark(images[0], extractor, carrier, config=wm.MarkConfig(steps=2))
+    torch.testing.assert_close(quiet.images, single.images, rtol=0, atol=0)
 
 
 def test_multi_bit_marking_decodes_its_message_on_the_unattacked_image():

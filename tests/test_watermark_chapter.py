@@ -161,7 +161,7 @@ def test_resnet50_dino_loads_a_local_file_and_matches_torchvision(tmp_path):
     reference.fc = torch.nn.Identity()
     path = tmp_path / "dino_resnet50_pretrain.pth"
     torch.save(reference.state_dict(), path)
-    trunk = wm.features.resnet50_dino(path)
+    trunk = wm.resnet50_dino(path)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(trunk(x), reference.eval()(x))
@@ -173,18 +173,18 @@ def test_resnet50_dino_loads_a_local_file_and_matches_torchvision(tmp_path):
     nested.update({"fc.weight": torch.zeros(10, 2048), "fc.bias": torch.zeros(10)})
     torch.save(nested, tmp_path / "nested.pth")
     with torch.no_grad():
-        assert torch.equal(wm.features.resnet50_dino(tmp_path / "nested.pth")(x), trunk(x))
+        assert torch.equal(wm.resnet50_dino(tmp_path / "nested.pth")(x), trunk(x))
 
 
 def test_resnet50_dino_errors_say_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="DINO|dino"):
-        wm.features.resnet50_dino(tmp_path / "missing.pth")
+        wm.resnet50_dino(tmp_path / "missing.pth")
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, tmp_path / "partial.pth")
     with pytest.raises(ValueError, match="missing keys"):
-        wm.features.resnet50_dino(tmp_path / "partial.pth")
+        wm.resnet50_dino(tmp_path / "partial.pth")
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(ValueError, match="state dict"):
-        wm.features.resnet50_dino(tmp_path / "list.pth")
+        wm.resnet50_dino(tmp_path / "list.pth")
 
     def offline(*args, **kwargs):
         assert args[0] == wm.features.DINO_RESNET50_URL and kwargs.get("weights_only") is True
@@ -192,4 +192,4 @@ def test_resnet50_dino_errors_say_what_to_do(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(RuntimeError, match="pass its path"):
-        wm.features.resnet50_dino()
+        wm.resnet50_dino()

@@ -20,7 +20,15 @@ from .detect import (
     pvalue,
     threshold,
 )
-from .features import DEFAULT_BACKBONE, FeatureExtractor, Whitening, check_images, default_extractor, to_rgb
+from .features import (
+    DEFAULT_BACKBONE,
+    FeatureExtractor,
+    Whitening,
+    check_images,
+    default_extractor,
+    resnet50_dino,
+    to_rgb,
+)
 from .mark import MarkConfig, Marked, mark, psnr, ssim
 from . import attacks
 from .attacks import ATTACKS
@@ -30,7 +38,7 @@ __all__ = [
     "make_carriers", "make_message",
     "Detection", "bit_accuracy", "bits_pvalue", "cosine", "decode", "detect", "false_positive_rate", "pvalue",
     "threshold",
-    "DEFAULT_BACKBONE", "FeatureExtractor", "Whitening", "check_images", "default_extractor", "to_rgb",
+    "DEFAULT_BACKBONE", "FeatureExtractor", "Whitening", "check_images", "default_extractor", "resnet50_dino", "to_rgb",
     "MarkConfig", "Marked", "mark", "psnr", "ssim", "attacks", "ATTACKS",
     "empirical_fpr", "robustness",
 ]

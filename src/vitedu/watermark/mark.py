@@ -127,25 +127,26 @@ def mark(images: torch.Tensor, extractor: FeatureExtractor, carriers: torch.Tens
     losses = []
     from tqdm.auto import tqdm
 
-    for _ in tqdm(range(config.steps), desc="marking", disable=not progress):
-        x = (x0 + delta).clamp(0, 1)
-        seen = random_augmentation(x, rng) if config.augment else x
-        features = extractor(seen)
-        if message is None:
-            loss_w = zero_bit_loss(features, carriers[0], tau)
-        else:
-            loss_w = multi_bit_loss(features, carriers, message, config.margin)
-        loss = config.lambda_w * loss_w.sum()
-        if config.lambda_mse:
-            loss = loss + config.lambda_mse * (x - x0).pow(2).flatten(1).mean(1).sum()
-        if config.lambda_ssim:
-            loss = loss + config.lambda_ssim * (1 - ssim(x, x0)).sum()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        with torch.no_grad():  # the image-quality constraint: PSNR >= target
-            delta.copy_(project_psnr((x0 + delta).clamp(0, 1) - x0, config.target_psnr))
-        losses.append(loss_w.mean().item())
+    with torch.enable_grad():  # marking optimises pixels, so it needs gradients even inside a caller's no_grad
+        for _ in tqdm(range(config.steps), desc="marking", disable=not progress):
+            x = (x0 + delta).clamp(0, 1)
+            seen = random_augmentation(x, rng) if config.augment else x
+            features = extractor(seen)
+            if message is None:
+                loss_w = zero_bit_loss(features, carriers[0], tau)
+            else:
+                loss_w = multi_bit_loss(features, carriers, message, config.margin)
+            loss = config.lambda_w * loss_w.sum()
+            if config.lambda_mse:
+                loss = loss + config.lambda_mse * (x - x0).pow(2).flatten(1).mean(1).sum()
+            if config.lambda_ssim:
+                loss = loss + config.lambda_ssim * (1 - ssim(x, x0)).sum()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            with torch.no_grad():  # the image-quality constraint: PSNR >= target
+                delta.copy_(project_psnr((x0 + delta).clamp(0, 1) - x0, config.target_psnr))
+            losses.append(loss_w.mean().item())
     with torch.no_grad():
         marked = (x0 + delta).clamp(0, 1)
         out = Marked(marked[0] if single else marked, psnr(marked, x0), ssim(marked, x0), losses)
