@@ -1226,3 +1226,159 @@ def break_mark(attack: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
                            "marking never showed the extractor: a tiny translation, noise, a colour change...")
     return CheckResult(name, True, f"{numbers}; median p-value {float(np.median(found.pvalue)):.2g} (it was below "
                        "1e-6 before): the marking only learned invariance to the edits it was shown.")
+
+
+# ---- Chapter 10 (GBDA) ----------------------------------------------------------------------------------------------
+
+def gumbel_softmax(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult:
+    """Exercise: ``fn(logits [..., V], temperature)`` -> one Gumbel-softmax sample per row, drawn with torch's global
+    random generator: ``softmax((logits + g) / temperature)``, g ~ Gumbel(0, 1). Checked by its statistics: each
+    sample is a distribution, its argmax follows ``softmax(logits)``, it nears a one-hot at a low temperature and
+    the uniform distribution at a high one, and gradients reach ``logits``."""
+    name = "Gumbel-softmax"
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    want = logits.softmax(-1)
+    rows = logits.expand(20000, -1).clone()
+    torch.manual_seed(0)
+    got, error = _call(name, fn, rows, 1.0)
+    if error is not None:
+        return error
+    if not isinstance(got, torch.Tensor) or got.shape != rows.shape:
+        return CheckResult(name, False, f"return a tensor of the logits' shape {tuple(rows.shape)}, got "
+                           f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}.")
+    got = got.detach().float()
+    if got.min() < -1e-6 or not torch.allclose(got.sum(-1), torch.ones(len(got)), atol=1e-4):
+        return CheckResult(name, False, "each sample must be a distribution over the last axis (non-negative, "
+                           "summing to 1): finish with a softmax over dim=-1.")
+    if ((got == 0) | (got == 1)).all():
+        return CheckResult(name, False, "the samples are hard one-hots: return the relaxed sample softmax((logits + "
+                           "g) / temperature) itself, which is differentiable (its argmax is the hard sample).")
+    if torch.allclose(got, got[:1].expand_as(got)):
+        return CheckResult(name, False, "every sample is the same: add fresh Gumbel noise g = -log(-log(U)), "
+                           "U ~ Uniform(0, 1), to the logits before the softmax.")
+    frequencies = torch.bincount(got.argmax(-1), minlength=4).float() / len(got)
+    if (frequencies - want).abs().max() > 0.02:
+        return CheckResult(name, False, f"the samples' argmax falls on each token with frequencies "
+                           f"{[round(v, 3) for v in frequencies.tolist()]}, but it should follow softmax(logits) = "
+                           f"{[round(v, 3) for v in want.tolist()]} (the Gumbel-max trick). Use Gumbel noise "
+                           "-log(-log(U)), not Gaussian or -log(U), and add it to the logits (not the probabilities).")
+    torch.manual_seed(1)
+    cold, error = _call(name, fn, rows[:2000], 0.05)
+    if error is not None:
+        return error
+    torch.manual_seed(2)
+    hot, error = _call(name, fn, rows[:2000], 100.0)
+    if error is not None:
+        return error
+    cold_max, hot_max = cold.detach().amax(-1).mean().item(), hot.detach().amax(-1).mean().item()
+    if cold_max < 0.9 or hot_max > 0.3:
+        return CheckResult(name, False, f"the largest probability averages {cold_max:.2f} at temperature 0.05 and "
+                           f"{hot_max:.2f} at 100: it should near 1 (a one-hot) when the temperature falls and 1/4 "
+                           "(uniform) when it grows. Divide (logits + g) by the temperature.")
+    leaf = logits.clone().requires_grad_(True)
+    torch.manual_seed(3)
+    sample, error = _call(name, fn, leaf.expand(8, -1), 1.0)
+    if error is not None:
+        return error
+    try:
+        (sample * torch.arange(4.0)).sum().backward()
+    except RuntimeError as problem:
+        return CheckResult(name, False, f"no gradient reaches the logits ({problem}); keep the computation in torch.")
+    if leaf.grad is None or not leaf.grad.abs().sum() > 0:
+        return CheckResult(name, False, "no gradient reaches the logits: do not detach or round the sample.")
+    return CheckResult(name, True, f"argmax frequencies {[round(v, 3) for v in frequencies.tolist()]} match "
+                       f"softmax(logits); mean largest probability {cold_max:.2f} at T = 0.05, {hot_max:.2f} at T = 100.")
+
+
+def margin_loss(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> CheckResult:
+    """Exercise: ``fn(logits [B, C], labels [B], kappa)`` -> [B], the Carlini-Wagner margin loss
+    ``max(z_y - max_{k != y} z_k + kappa, 0)``."""
+    name = "margin loss"
+    logits = torch.tensor([[4.0, 1.0, 0.0], [0.0, 2.0, 9.0], [1.0, 1.5, 0.5], [3.0, -1.0, 3.0], [0.0, 0.0, 7.0]])
+    labels = torch.tensor([0, 2, 0, 2, 1])
+    true = logits.gather(1, labels[:, None])[:, 0]
+    others = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+    cases = []
+    for kappa in (5.0, 0.0):
+        want = (true - others + kappa).clamp_min(0)
+        got, error = _call(name, fn, logits.clone(), labels.clone(), kappa)
+        if error is not None:
+            return error
+        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+            return CheckResult(name, False, f"return one loss per row, a tensor of shape {tuple(want.shape)}, got "
+                               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}.")
+        got = got.detach().float()
+        if torch.allclose(got, want, atol=1e-5):
+            cases.append(kappa)
+            continue
+        hints = [
+            (true - others + kappa, "some losses are negative: clamp at 0 (a margin beyond kappa is enough)."),
+            ((others - true + kappa).clamp_min(0), "the sign is flipped: the loss is the true logit minus the best "
+                                                   "other one (it pushes the true class down)."),
+            ((true - logits.amax(1) + kappa).clamp_min(0), "the max must skip the true class: over k != y, else "
+                                                           "the true logit can be its own rival."),
+            ((true - others - kappa).clamp_min(0), "kappa is added, not subtracted: the loss stays positive until "
+                                                   "the best other class leads by kappa."),
+        ]
+        for value, hint in hints:
+            if torch.allclose(got, value, atol=1e-5):
+                return CheckResult(name, False, f"kappa = {kappa}: {got.tolist()}, expected {want.tolist()}; {hint}")
+        return CheckResult(name, False, f"kappa = {kappa}: {got.tolist()}, expected {want.tolist()} = "
+                           "max(z_y - max_{k != y} z_k + kappa, 0) per row.")
+    return CheckResult(name, True, "zero exactly when another class leads the true one by kappa or more, for "
+                       "kappa 5 and 0.")
+
+
+def bertscore(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple]) -> CheckResult:
+    """Exercise: ``fn(sim [T_cand, T_ref], ref_idf [T_ref], cand_idf [T_cand])`` -> (precision, recall, F1), BERTScore
+    with idf weights from the cosine similarities of the candidate's tokens (rows) to the reference's (columns):
+    recall matches each reference token to its best candidate token, precision the other way, both idf-weighted
+    averages, F1 their harmonic mean."""
+    name = "BERTScore"
+    generator = torch.Generator().manual_seed(0)
+    sim = torch.rand(5, 7, generator=generator) * 1.6 - 0.6
+    ref_idf = torch.rand(7, generator=generator) * 3 + 0.2
+    cand_idf = torch.rand(5, generator=generator) * 3 + 0.2
+
+    def f1(precision, recall):
+        return 2 * precision * recall / (precision + recall)
+
+    p = (sim.amax(1) * cand_idf).sum() / cand_idf.sum()
+    r = (sim.amax(0) * ref_idf).sum() / ref_idf.sum()
+    want = torch.stack([p, r, f1(p, r)])
+    got, error = _call(name, fn, sim.clone(), ref_idf.clone(), cand_idf.clone())
+    if error is not None:
+        return error
+    try:
+        got = torch.as_tensor([float(v) for v in got])
+    except (TypeError, ValueError):
+        return CheckResult(name, False, "return three numbers: (precision, recall, F1).")
+    if got.shape != (3,):
+        return CheckResult(name, False, f"return three numbers (precision, recall, F1), got {len(got)}.")
+    if torch.allclose(got, want, atol=1e-5):
+        ones = torch.ones(4)
+        same, error = _call(name, fn, torch.eye(4), ones, ones)
+        if error is not None:
+            return error
+        return CheckResult(name, True, f"P {want[0]:.4f}, R {want[1]:.4f}, F1 {want[2]:.4f}; a sentence against itself "
+                           f"(identity similarities) scores {[round(float(v), 3) for v in same]}.")
+    plain_p, plain_r = sim.amax(1).mean(), sim.amax(0).mean()
+    raw_p, raw_r = (sim.amax(1) * cand_idf).sum(), (sim.amax(0) * ref_idf).sum()
+    mean_p, mean_r = (sim.mean(1) * cand_idf).sum() / cand_idf.sum(), (sim.mean(0) * ref_idf).sum() / ref_idf.sum()
+    hints = [
+        (torch.stack([r, p, want[2]]), "precision and recall are swapped: recall covers the *reference* tokens (the "
+                                       "max over the candidate's rows, weighted by the reference's idf)."),
+        (torch.stack([plain_p, plain_r, f1(plain_p, plain_r)]),
+         "no idf weights: weight each token's best match by its idf, normalised to sum to 1."),
+        (torch.stack([raw_p, raw_r, f1(raw_p, raw_r)]), "the idf weights must be normalised: divide by their sum."),
+        (torch.stack([mean_p, mean_r, f1(mean_p, mean_r)]),
+         "take each token's *best* match (max), not its mean similarity."),
+        (torch.stack([p, r, (p + r) / 2]), "F1 is the harmonic mean 2PR / (P + R), not the arithmetic mean."),
+    ]
+    for value, hint in hints:
+        if torch.allclose(got[:2], value[:2], atol=1e-5) and (hint.startswith("take") or hint.startswith("F1") or
+                                                             torch.allclose(got[2], value[2], atol=1e-5)):
+            return CheckResult(name, False, f"got {[round(float(v), 4) for v in got]}, expected "
+                               f"{[round(float(v), 4) for v in want]}; {hint}")
+    return CheckResult(name, False, f"got {[round(float(v), 4) for v in got]}, expected "
+                       f"{[round(float(v), 4) for v in want]} (P, R, F1).")

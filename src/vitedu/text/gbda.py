@@ -228,7 +228,9 @@ class GBDA:
         return ids
 
     def _label(self, label, logits: torch.Tensor) -> int:
-        index = label_id(label)
+        # an index is checked against the victim's own classes (a hub victim may have 4, e.g. AG News)
+        plain_index = isinstance(label, int) and not isinstance(label, bool) and label >= 0
+        index = label if plain_index else label_id(label)
         if index >= logits.shape[-1]:
             raise ValueError(f"label {label!r} is out of range: the victim has {logits.shape[-1]} classes")
         return index
@@ -362,6 +364,42 @@ def highlight_html(tokenizer, ids: list[int], adv_ids: list[int]) -> str:
     return " ".join(mark(old, new) if changed else html.escape(new)
                     for changed, old, new in _segments(tokenizer, ids, adv_ids))
 
+# ------------------------------------------------------------------------------- hub victims (scaling up, Colab)
 
-__all__ = ["GBDA", "GBDAConfig", "GBDAResult", "LABELS", "banned_tokens", "changed_tokens", "fluency_loss",
+class HubClassifier(nn.Module):
+    """A Hugging Face sequence classifier (e.g. ``BertForSequenceClassification``) behind the interface GBDA uses:
+    ``forward(input_ids | inputs_embeds, attention_mask) -> logits``, ``get_input_embeddings()``, ``max_length``.
+    ``transformers`` models already take ``inputs_embeds`` as *word* embeddings (positions are added inside), so a
+    one-hot ``probs @ E`` gives exactly the logits of the ids. The model must use the victims' vocabulary (BERT
+    uncased WordPiece, 30,522 tokens) for GBDA to share it with the LM and the BERTScore encoder."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if not hasattr(model, "get_input_embeddings") or not hasattr(model, "config"):
+            raise TypeError(f"HubClassifier wraps a transformers model, got {type(model).__name__}")
+        self.model = model.eval()
+        self.max_length = int(getattr(model.config, "max_position_embeddings", 512))
+        self.num_classes = int(model.config.num_labels)
+
+    @classmethod
+    def from_pretrained(cls, name: str, device="cpu") -> "HubClassifier":
+        """Load ``name`` (a hub id such as ``textattack/bert-base-uncased-ag-news``, or a local folder) frozen."""
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(name)
+        return cls(model.requires_grad_(False)).to(device)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> torch.Tensor:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("HubClassifier takes exactly one of input_ids [B, T] or inputs_embeds [B, T, dim]")
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if length > self.max_length:
+            raise ValueError(f"{length} tokens exceed the hub model's {self.max_length} positions; truncate the text")
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds).logits
+
+
+__all__ = ["GBDA", "GBDAConfig", "GBDAResult", "HubClassifier", "LABELS", "banned_tokens", "changed_tokens", "fluency_loss",
            "gumbel_noise", "gumbel_softmax", "highlight", "highlight_html", "margin_loss", "predict_ids", "sentence_perplexity"]
