@@ -18,11 +18,11 @@ def tokenizer():
     return load_tokenizer()
 
 
-def tiny_bert(num_labels=4, **extra):
+def tiny_bert(num_labels=4, max_position_embeddings=40):
+    """The configuration of a one-block BERT over the BERT vocabulary (weights random: seed first)."""
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=40, num_labels=num_labels, **extra)
-    return config
+    return BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=32, max_position_embeddings=max_position_embeddings, num_labels=num_labels)
 
 
 # ---- exercise 1: the Gumbel-softmax ----------------------------------------------------------------------------------
@@ -48,6 +48,14 @@ def test_gumbel_softmax_check(wrong, hint):
     assert check.gumbel_softmax(gumbel_softmax)  # the library's own, with its defaults
     result = check.gumbel_softmax(wrong)
     assert not result and hint in result.message, result.message
+
+
+def test_gumbel_softmax_check_leaves_the_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check.gumbel_softmax(right_gumbel)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_gumbel_softmax_check_reports_an_exception():
@@ -169,3 +177,34 @@ def test_gbda_attacks_a_four_class_hub_victim(hub_victim, tokenizer):
         attack.attack("stocks fall as oil prices rise", 4)
     with pytest.raises(ValueError, match="unknown label"):
         attack.attack("stocks fall as oil prices rise", "sports")
+
+
+def test_the_scaling_up_code_runs_offline(tmp_path, monkeypatch):
+    """The chapter's Colab code block, executed as written except for its sizes, on a fake AG News, a tiny local BERT
+    in place of the hub victim and the CPU in place of CUDA: it catches API drift in the code readers copy."""
+    import json
+    import re
+    import sys
+    import types
+
+    from vitedu.paths import repo_root
+
+    cells = json.loads((repo_root() / "chapters" / "10_gbda.ipynb").read_text())["cells"]
+    text = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    block = re.search(r"```python\n(.*?)```", text[text.index("## Scaling up"):], re.S).group(1)
+    folder = tmp_path / "victim"
+    BertForSequenceClassification(tiny_bert(max_position_embeddings=160)).save_pretrained(folder)
+    substitutions = {'"textattack/bert-base-uncased-ag-news"': repr(str(folder)), '"cuda"': '"cpu"',
+                     "dim=256, depth=4, num_heads=8": "dim=16, depth=1, num_heads=2",
+                     '"runs/ag_news_lm"': repr(str(tmp_path / "lm")), "steps=100, batch_size=10": "steps=2, batch_size=2",
+                     "[:500]": "[:8]", "[:100]": "[:2]"}
+    for old, new in substitutions.items():
+        assert old in block, f"the chapter's scaling-up code no longer contains {old}: update this test"
+        block = block.replace(old, new)
+    topics = ["world", "sports", "business", "science"]
+    parts = {part: {"text": [f"{topics[i % 4]} news number {i} about markets and games" for i in range(n)],
+                    "label": [i % 4 for i in range(n)]} for part, n in (("train", 24), ("test", 8))}
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda name: parts))
+    namespace: dict = {}
+    exec(compile(block, "10_gbda scaling up", "exec"), namespace)
+    assert len(namespace["results"]) == 2 and all(1 <= r.queries <= 100 for r in namespace["results"])

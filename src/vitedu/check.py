@@ -1234,7 +1234,12 @@ def gumbel_softmax(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckRe
     """Exercise: ``fn(logits [..., V], temperature)`` -> one Gumbel-softmax sample per row, drawn with torch's global
     random generator: ``softmax((logits + g) / temperature)``, g ~ Gumbel(0, 1). Checked by its statistics: each
     sample is a distribution, its argmax follows ``softmax(logits)``, it nears a one-hot at a low temperature and
-    the uniform distribution at a high one, and gradients reach ``logits``."""
+    the uniform distribution at a high one, and gradients reach ``logits``. The caller's random state is restored."""
+    with torch.random.fork_rng(devices=[]):
+        return _gumbel_softmax_check(fn)
+
+
+def _gumbel_softmax_check(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult:
     name = "Gumbel-softmax"
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
     want = logits.softmax(-1)
