@@ -80,6 +80,16 @@ def test_encode_pads_with_pad_and_masks_real_tokens(tokenizer):
     assert cut.shape == (1, 16) and cut[0, -1].item() == tokenizer.sep_token_id and cut_mask.all()
 
 
+def test_pad_ids_right_pads_token_lists_and_masks_them():
+    ids, mask = data.pad_ids([[101, 7, 102], [101, 102]], pad_id=0)
+    assert ids.tolist() == [[101, 7, 102], [101, 102, 0]] and mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert ids.dtype == mask.dtype == torch.long
+    ids, _ = data.pad_ids([[5], [5, 6]], pad_id=9)
+    assert ids.tolist() == [[5, 9], [5, 6]]
+    with pytest.raises(ValueError, match="no token lists"):
+        data.pad_ids([])
+
+
 def test_encode_errors_say_which_text_and_how_to_fix(tokenizer):
     with pytest.raises(ValueError, match="text 1 .* has no tokens"):
         data.encode(tokenizer, ["fine", ""])

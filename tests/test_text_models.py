@@ -193,7 +193,7 @@ def rows_and_labels(tokenizer):
 def test_a_few_steps_lower_the_loss(cls, rows_and_labels):
     rows, labels = rows_and_labels
     model = make(cls)
-    ids, mask = models._pad(rows[:32], "cpu")
+    ids, mask = data.pad_ids(rows[:32])
     target = torch.tensor(labels[:32])
 
     def loss():
@@ -274,8 +274,8 @@ def test_pretrained_smoke_models_follow_the_contract_and_load_from_cache(tmp_pat
     for key in ("victim_accuracy", "victim2_accuracy"):
         assert 0.2 < first[key] < 1.0
     assert 1.0 < first["lm_perplexity"] < models.VOCAB_SIZE  # better than uniform over the vocabulary
-    total = sum(info["train_seconds"] for info in first["info"].values())
-    assert total < 15, f"the smoke budget trained for {total:.1f} s"
+    # the smoke budget stays a few seconds of training by its size (wall time is for benchmarks, not tests)
+    assert all(info["train_texts"] <= 300 and info["steps"] <= 20 for info in first["info"].values()), first["info"]
     infos = sorted((tmp_path / "text_models" / "smoke").glob("*/info.json"))
     assert len(infos) == 3 and all(json.loads(p.read_text())["train_texts"] > 0 for p in infos)
     assert not list((tmp_path / "text_models" / "smoke").glob("*/checkpoints"))  # finished runs leave no checkpoints

@@ -4,12 +4,13 @@ from vitedu.text.hub import load_reference_encoder, load_tokenizer, package_dir
 
 __all__ = ["load_reference_encoder", "load_tokenizer", "package_dir"]
 
-from vitedu.text.data import LABELS, TextSplit, clean, encode, label_id, load_corpus, load_hub_dataset, load_split
+from vitedu.text.data import (LABELS, TextSplit, clean, encode, label_id, load_corpus, load_hub_dataset, load_split,
+                              pad_ids)
 from vitedu.text.models import (CausalLM, TextClassifier, TextModelConfig, TrainConfig, accuracy, perplexity,
                                 pretrained_models, train_text_model)
 
 __all__ += ["LABELS", "TextSplit", "clean", "encode", "label_id", "load_corpus", "load_hub_dataset", "load_split",
-            "CausalLM", "TextClassifier", "TextModelConfig", "TrainConfig", "accuracy", "perplexity",
+            "pad_ids", "CausalLM", "TextClassifier", "TextModelConfig", "TrainConfig", "accuracy", "perplexity",
             "pretrained_models", "train_text_model"]
 
 from vitedu.text.baseline import EmbeddingNeighbours, attack_ids

@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vitedu.text.data import pad_ids
+
 
 class EmbeddingNeighbours:
     """The ``k`` tokens nearest to a token by cosine in ``weight`` [vocab, d], of the same piece type ('##' or
@@ -45,19 +47,9 @@ class EmbeddingNeighbours:
         return self._cache[token]
 
 
-def _device(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
-
-
 @torch.no_grad()
 def _true_probs(victim: nn.Module, rows: list[list[int]], label: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
-    device = _device(victim)
-    logits = victim(ids.to(device), mask.to(device)).float().cpu()
+    logits = victim(*pad_ids(rows, device=next(victim.parameters()).device)).float().cpu()
     return logits.softmax(-1)[:, label], logits.argmax(-1)
 
 

@@ -145,14 +145,20 @@ def encode(tokenizer, texts: list[str] | str, max_length: int = 64,
                                  "or pass truncate=True")
             pieces = pieces[: max_length - 1] + [pieces[-1]]
         rows.append(pieces)
-    pad = tokenizer.pad_token_id
+    return pad_ids(rows, tokenizer.pad_token_id)
+
+
+def pad_ids(rows: list[list[int]], pad_id: int = 0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists right-padded with ``pad_id`` (BERT's ``[PAD]`` is 0) to one batch, and the mask (1 = real token)."""
+    if len(rows) == 0:
+        raise ValueError("pad_ids() got no token lists")
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
+        ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
         mask[i, : len(r)] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 # The paper's data sets on the Hugging Face hub: (hub name, text column, class names)

@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from vitedu.text.data import LABELS, encode, label_id
+from vitedu.text.data import LABELS, encode, label_id, pad_ids
 
 
 @dataclass(frozen=True)
@@ -156,13 +156,7 @@ class GBDAResult:
 @torch.no_grad()
 def predict_ids(model: nn.Module, rows: list[list[int]]) -> torch.Tensor:
     """Class predictions of a classifier for token lists (with [CLS] and [SEP]), as one right-padded batch."""
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
-    device = _device(model)
-    return model(ids.to(device), mask.to(device)).argmax(-1).cpu()
+    return model(*pad_ids(rows, device=_device(model))).argmax(-1).cpu()
 
 
 def banned_tokens(tokenizer, vocab_size: int | None = None) -> torch.Tensor:

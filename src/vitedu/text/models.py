@@ -37,7 +37,7 @@ from vitedu.budget import budget as get_budget
 from vitedu.models.convert import load_checked
 from vitedu.models.layers import Attention, Mlp, init_transformer_weights
 from vitedu.paths import cache_dir
-from vitedu.text.data import LABELS, TextSplit, load_split
+from vitedu.text.data import LABELS, TextSplit, load_split, pad_ids
 from vitedu.text.hub import load_reference_encoder, load_tokenizer
 from vitedu.train import checkpoint
 
@@ -267,16 +267,6 @@ def _token_lists(tokenizer, texts: list[str], max_length: int) -> list[list[int]
     return [r if len(r) <= max_length else r[: max_length - 1] + [r[-1]] for r in rows]
 
 
-def _pad(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return ids.to(device), mask.to(device)
-
-
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, window: int = 50) -> list[list[int]]:
     """The batches of one epoch, a pure function of (seed, epoch) so a resumed run replays them: shuffle, sort each
     window of ``window`` batches by length (little padding), then shuffle the batches."""
@@ -340,7 +330,7 @@ def train_text_model(model: nn.Module, rows: list[list[int]], labels: list[int] 
         if epoch != batches_epoch:
             batches, batches_epoch = epoch_batches(lengths, train.batch_size, train.seed, epoch), epoch
         batch = batches[index]
-        ids, mask = _pad([rows[i] for i in batch], device)
+        ids, mask = pad_ids([rows[i] for i in batch], PAD_ID, device)
         for group in optimizer.param_groups:
             group["lr"] = train.lr * _lr_factor(step, total, warmup)
         if is_lm:
@@ -384,7 +374,7 @@ def predict(model: TextClassifier, tokenizer, texts: list[str], batch_size: int 
     rows = _token_lists(tokenizer, texts, model.max_length)
     predictions = torch.empty(len(rows), dtype=torch.long)
     for batch in _batched(rows, batch_size):
-        ids, mask = _pad([rows[i] for i in batch], device)
+        ids, mask = pad_ids([rows[i] for i in batch], PAD_ID, device)
         predictions[batch] = model(ids, mask).argmax(-1).cpu()
     model.train(was_training)
     return predictions
@@ -404,7 +394,7 @@ def perplexity(lm: CausalLM, tokenizer, texts: list[str], batch_size: int = 64) 
     rows = _token_lists(tokenizer, texts, lm.max_length)
     total, count = 0.0, 0
     for batch in _batched(rows, batch_size):
-        nll = lm.token_nll(*_pad([rows[i] for i in batch], device))
+        nll = lm.token_nll(*pad_ids([rows[i] for i in batch], PAD_ID, device))
         total, count = total + nll.sum().item(), count + nll.numel()
     lm.train(was_training)
     return math.exp(total / count)
