@@ -196,7 +196,8 @@ def test_the_scaling_up_code_runs_offline(tmp_path, monkeypatch):
     BertForSequenceClassification(tiny_bert(max_position_embeddings=160)).save_pretrained(folder)
     substitutions = {'"textattack/bert-base-uncased-ag-news"': repr(str(folder)), '"cuda"': '"cpu"',
                      "dim=256, depth=4, num_heads=8": "dim=16, depth=1, num_heads=2",
-                     '"runs/ag_news_lm"': repr(str(tmp_path / "lm")), "steps=100, batch_size=10": "steps=2, batch_size=2",
+                     '"runs/ag_news_lm"': repr(str(tmp_path / "lm")),
+                     "steps=100, batch_size=10": "steps=2, batch_size=2",
                      "[:500]": "[:8]", "[:100]": "[:2]"}
     for old, new in substitutions.items():
         assert old in block, f"the chapter's scaling-up code no longer contains {old}: update this test"

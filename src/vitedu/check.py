@@ -35,6 +35,11 @@ def _call(exercise: str, fn: Callable, *args):
         return None, CheckResult(exercise, False, f"your function raised {type(error).__name__}: {error}")
 
 
+def _shape_or_type(value) -> str:
+    """A wrong answer, described: its shape if it is a tensor, else its type."""
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
 def patchify(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> CheckResult:
     """Exercise: ``fn(images (B, C, H, W), P) -> (B, N, C*P*P)``, patches row by row, each flattened as (C, P, P)."""
     name = "patchify"
@@ -908,7 +913,7 @@ def patch_mask(fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]) ->
             return error
         if not isinstance(got, torch.Tensor) or got.shape != images.shape:
             return CheckResult(name, False, f"return images of the input's shape {tuple(images.shape)}, got "
-                               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}.")
+                               f"{_shape_or_type(got)}.")
         if torch.allclose(got, want):
             continue
         flipped = mask.reshape(2, grid, grid).transpose(1, 2).reshape(2, -1)
@@ -1206,7 +1211,7 @@ def break_mark(attack: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
             return error
         if not isinstance(got, torch.Tensor) or got.shape != image.shape:
             return CheckResult(name, False, f"return one image of the input's shape {tuple(image.shape)}, got "
-                               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__} "
+                               f"{_shape_or_type(got)} "
                                "(keep the size, so that the edit can be compared with the image).")
         if not got.is_floating_point() or got.min() < 0 or got.max() > 1:
             return CheckResult(name, False, "return a float image in [0, 1] (clamp it).")
@@ -1250,7 +1255,7 @@ def _gumbel_softmax_check(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> 
         return error
     if not isinstance(got, torch.Tensor) or got.shape != rows.shape:
         return CheckResult(name, False, f"return a tensor of the logits' shape {tuple(rows.shape)}, got "
-                           f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}.")
+                           f"{_shape_or_type(got)}.")
     got = got.detach().float()
     if got.min() < -1e-6 or not torch.allclose(got.sum(-1), torch.ones(len(got)), atol=1e-4):
         return CheckResult(name, False, "each sample must be a distribution over the last axis (non-negative, "
@@ -1292,7 +1297,8 @@ def _gumbel_softmax_check(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> 
     if leaf.grad is None or not leaf.grad.abs().sum() > 0:
         return CheckResult(name, False, "no gradient reaches the logits: do not detach or round the sample.")
     return CheckResult(name, True, f"argmax frequencies {[round(v, 3) for v in frequencies.tolist()]} match "
-                       f"softmax(logits); mean largest probability {cold_max:.2f} at T = 0.05, {hot_max:.2f} at T = 100.")
+                       f"softmax(logits); mean largest probability {cold_max:.2f} at T = 0.05, "
+                       f"{hot_max:.2f} at T = 100.")
 
 
 def margin_loss(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> CheckResult:
@@ -1311,7 +1317,7 @@ def margin_loss(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor])
             return error
         if not isinstance(got, torch.Tensor) or got.shape != want.shape:
             return CheckResult(name, False, f"return one loss per row, a tensor of shape {tuple(want.shape)}, got "
-                               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}.")
+                               f"{_shape_or_type(got)}.")
         got = got.detach().float()
         if torch.allclose(got, want, atol=1e-5):
             cases.append(kappa)
@@ -1370,19 +1376,18 @@ def bertscore(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple]) -
     plain_p, plain_r = sim.amax(1).mean(), sim.amax(0).mean()
     raw_p, raw_r = (sim.amax(1) * cand_idf).sum(), (sim.amax(0) * ref_idf).sum()
     mean_p, mean_r = (sim.mean(1) * cand_idf).sum() / cand_idf.sum(), (sim.mean(0) * ref_idf).sum() / ref_idf.sum()
-    hints = [
-        (torch.stack([r, p, want[2]]), "precision and recall are swapped: recall covers the *reference* tokens (the "
-                                       "max over the candidate's rows, weighted by the reference's idf)."),
-        (torch.stack([plain_p, plain_r, f1(plain_p, plain_r)]),
+    hints = [  # (precision, recall, F1 or None when any F1 fits the mistake, hint)
+        (r, p, want[2], "precision and recall are swapped: recall covers the *reference* tokens (the max over the "
+                        "candidate's rows, weighted by the reference's idf)."),
+        (plain_p, plain_r, f1(plain_p, plain_r),
          "no idf weights: weight each token's best match by its idf, normalised to sum to 1."),
-        (torch.stack([raw_p, raw_r, f1(raw_p, raw_r)]), "the idf weights must be normalised: divide by their sum."),
-        (torch.stack([mean_p, mean_r, f1(mean_p, mean_r)]),
-         "take each token's *best* match (max), not its mean similarity."),
-        (torch.stack([p, r, (p + r) / 2]), "F1 is the harmonic mean 2PR / (P + R), not the arithmetic mean."),
+        (raw_p, raw_r, f1(raw_p, raw_r), "the idf weights must be normalised: divide by their sum."),
+        (mean_p, mean_r, None, "take each token's *best* match (max), not its mean similarity."),
+        (p, r, None, "F1 is the harmonic mean 2PR / (P + R), not the arithmetic mean."),
     ]
-    for value, hint in hints:
-        if torch.allclose(got[:2], value[:2], atol=1e-5) and (hint.startswith("take") or hint.startswith("F1") or
-                                                             torch.allclose(got[2], value[2], atol=1e-5)):
+    for hint_p, hint_r, hint_f1, hint in hints:
+        if torch.allclose(got[:2], torch.stack([hint_p, hint_r]), atol=1e-5) and (
+                hint_f1 is None or torch.allclose(got[2], hint_f1, atol=1e-5)):
             return CheckResult(name, False, f"got {[round(float(v), 4) for v in got]}, expected "
                                f"{[round(float(v), 4) for v in want]}; {hint}")
     return CheckResult(name, False, f"got {[round(float(v), 4) for v in got]}, expected "

@@ -17,8 +17,9 @@ Settings follow the official code, facebookresearch/text-adversarial-attack ``wh
 100 iterations, 10 Gumbel samples per step, margin ("cw") loss with kappa 5, lambda_perp 1, BERTScore recall with
 idf weights, up to 100 hard samples. Its default ``--initial_coeff`` is 15 and its default ``--lam_sim`` is 1; the
 paper's experiments set lambda_sim per data set (we could not check its values offline), and we use 20, which keeps
-BERTScore near 0.8 on the tweet victims. Two choices differ from that code, both to keep sampled sentences real text: [CLS] and [SEP] are
-fixed one-hots rather than near-certain distributions, and special / ``[unused*]`` tokens are never sampled.
+BERTScore near 0.8 on the tweet victims. Two choices differ from that code, both to keep sampled sentences real
+text: [CLS] and [SEP] are fixed one-hots rather than near-certain distributions, and special / ``[unused*]`` tokens
+are never sampled.
 """
 
 from __future__ import annotations
@@ -358,6 +359,7 @@ def highlight_html(tokenizer, ids: list[int], adv_ids: list[int]) -> str:
     return " ".join(mark(old, new) if changed else html.escape(new)
                     for changed, old, new in _segments(tokenizer, ids, adv_ids))
 
+
 # ------------------------------------------------------------------------------- hub victims (scaling up, Colab)
 
 class HubClassifier(nn.Module):
@@ -395,5 +397,6 @@ class HubClassifier(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds).logits
 
 
-__all__ = ["GBDA", "GBDAConfig", "GBDAResult", "HubClassifier", "LABELS", "banned_tokens", "changed_tokens", "fluency_loss",
-           "gumbel_noise", "gumbel_softmax", "highlight", "highlight_html", "margin_loss", "predict_ids", "sentence_perplexity"]
+__all__ = ["GBDA", "GBDAConfig", "GBDAResult", "HubClassifier", "LABELS", "banned_tokens", "changed_tokens",
+           "fluency_loss", "gumbel_noise", "gumbel_softmax", "highlight", "highlight_html", "margin_loss", "predict_ids",
+           "sentence_perplexity"]
