@@ -1,5 +1,6 @@
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -143,6 +144,27 @@ def test_interleaved_times_prepares_each_run_untimed_and_alternates_the_order():
     assert [key for key, _ in calls] == ["a", "b", "b", "a", "a", "b"]
     assert all(arg == f"fresh {key}" for key, arg in calls)
     assert len(times["a"]) == len(times["b"]) == 2
+
+
+def test_interleaved_times_repeats_short_steps_to_min_seconds_and_reports_seconds_per_call():
+    calls = {"fast": 0, "slow": 0}
+
+    def step(key, seconds):
+        def run():
+            calls[key] += 1
+            time.sleep(seconds)
+        return run
+
+    times = bench._interleaved_times({"fast": step("fast", 0.002), "slow": step("slow", 0.004)}, warmup=1,
+                                     repeats=2, min_seconds=0.05)
+    # 2 calibration calls each, then 3 repetitions of the same count, set by the fastest step (0.05 / 0.002 ~ 25)
+    per_repeat = (calls["fast"] - 2) / 3
+    assert calls["fast"] == calls["slow"] and per_repeat == int(per_repeat) and 2 <= per_repeat <= 25
+    assert len(times["fast"]) == len(times["slow"]) == 2
+    assert all(0.002 <= t < 0.02 for t in times["fast"]) and all(0.004 <= t < 0.04 for t in times["slow"])
+    with pytest.raises(ValueError, match="prepare"):
+        bench._interleaved_times({"a": lambda arg: None}, warmup=1, repeats=1, prepare={"a": lambda: 0},
+                                 min_seconds=0.1)
 
 
 def test_training_models_default_and_quick_selection():

@@ -92,11 +92,11 @@ def test_pico_matches_timm_in_training_mode():
     assert isinstance(out, tuple) and len(out) == 2
     for a, b in zip(out, expected):
         assert (a - b).abs().max() <= 1e-4
-    # both sides updated their running statistics identically
+    # both sides updated their running statistics alike (up to rounding: our stem convolves NHWC tensors)
     ours_stats = ours.state_dict()
     for key, value in levit_module.from_timm_keys(reference.state_dict()).items():
         if "running" in key:
-            torch.testing.assert_close(ours_stats[key], value)
+            torch.testing.assert_close(ours_stats[key], value, rtol=1e-4, atol=1e-5)
 
 
 def test_key_maps_are_inverse_and_drop_the_index_buffer():

@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import copy
 import json
+import math
 import platform
 import re
 import statistics
@@ -146,20 +147,37 @@ def timm_twin(model: nn.Module) -> tuple[nn.Module | None, str | None, str]:
 
 
 def _interleaved_times(steps: dict[str, Callable[..., None]], warmup: int, repeats: int,
-                       prepare: dict[str, Callable[[], object]] | None = None) -> dict[str, list[float]]:
+                       prepare: dict[str, Callable[[], object]] | None = None,
+                       min_seconds: float = 0.0) -> dict[str, list[float]]:
     """Alternate the implementations within each repetition, and which goes first, so drift hits both.
 
     With ``prepare`` each repetition runs ``steps[key](prepare[key]())`` and times only the step (the preparation,
-    e.g. a fresh copy of a model, is left out). Returns every timed repetition's seconds, per implementation.
+    e.g. a fresh copy of a model, is left out). Returns every timed repetition's seconds per step, per implementation.
+
+    ``min_seconds``: a repetition calls each step as many times as make the fastest step last that long (the same
+    count for every implementation, from one warm call of each), and reports the mean time of a call. A 5 ms step
+    timed once rides on the scheduler's jitter; timed 100 times in a row, it does not.
     """
+    if min_seconds > 0 and prepare is not None:
+        raise ValueError("min_seconds calls a step several times on the same state: it cannot be used with prepare.")
     times = {key: [] for key in steps}
     order = list(steps)
+    calls = 1
+    if min_seconds > 0:
+        one_call = []
+        for key in order:
+            steps[key]()  # the first call allocates and picks its kernels
+            start = time.perf_counter()
+            steps[key]()
+            one_call.append(time.perf_counter() - start)
+        calls = max(1, math.ceil(min_seconds / min(one_call)))
     for rep in range(warmup + repeats):
         for key in (order if rep % 2 == 0 else order[::-1]):
             args = (prepare[key](),) if prepare is not None else ()
             start = time.perf_counter()
-            steps[key](*args)
-            elapsed = time.perf_counter() - start
+            for _ in range(calls):
+                steps[key](*args)
+            elapsed = (time.perf_counter() - start) / calls
             if rep >= warmup:
                 times[key].append(elapsed)
     return times
@@ -245,11 +263,13 @@ def training_memory(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
 
 def benchmark_models(models: list[str] | None = None, quick: bool = False, batch: int | None = None,
                      repeats: int | None = None, warmup: int = 1, threads: int | None = None,
-                     peak_size: int | None = None, progress: bool = True) -> list[dict]:
+                     peak_size: int | None = None, progress: bool = True,
+                     min_seconds: float | None = None) -> list[dict]:
     """Time every model against its timm twin; one dict per (model, task), see the module docstring.
 
     ``quick``: batch 8, 1 repetition, presets only (seconds, for tests). Names no family registers are skipped with
-    a warning. Each dict holds img/s of both implementations (from the best repetition; ``*_img_s_median`` from the
+    a warning. ``min_seconds`` (default 0.5, quick: 0): each repetition repeats a short step until it lasts about
+    that long (see ``_interleaved_times``). Each dict holds img/s of both implementations (from the best repetition; ``*_img_s_median`` from the
     median, ``*_times_s`` every repetition), their ratio (vitedu / timm, > 1: vitedu faster), the FLOPs per image,
     the achieved GFLOP/s and its fraction of the machine's matmul peak, and ``max_abs_diff``, the
     largest logit difference of the two models in eval mode on the benchmark input (they share their weights).
@@ -260,6 +280,7 @@ def benchmark_models(models: list[str] | None = None, quick: bool = False, batch
 
     batch = batch or (8 if quick else 32)
     repeats = repeats or (1 if quick else 5)
+    min_seconds = (0.0 if quick else 0.5) if min_seconds is None else min_seconds
     names, skipped = select_models(models, quick)
     if skipped:
         warnings.warn(f"not registered (skipped): {', '.join(skipped)}")
@@ -288,11 +309,12 @@ def benchmark_models(models: list[str] | None = None, quick: bool = False, batch
                 flops = {key: count_flops(m, x[:2], training) / 2 for key, m in impls.items()}
                 for m in impls.values():
                     m.train(training)
-                times = _interleaved_times({key: make(m, x) for key, m in impls.items()}, warmup, repeats)
+                times = _interleaved_times({key: make(m, x) for key, m in impls.items()}, warmup, repeats,
+                                           min_seconds=min_seconds)
                 # The best repetition: on a shared machine, interference only ever adds time.
                 ips = {key: batch / min(t) for key, t in times.items()}
                 row = {"model": name, "timm_model": timm_name, "task": task, "img_size": img_size,
-                       "in_chans": in_chans, "batch": batch, "repeats": repeats, "warmup": warmup,
+                       "in_chans": in_chans, "batch": batch, "repeats": repeats, "warmup": warmup, "min_seconds": min_seconds,
                        "threads": torch.get_num_threads(), "params": params, "max_abs_diff": diff, "note": note}
                 for key in ("vitedu", "timm"):
                     row[f"{key}_img_s"] = ips.get(key)
@@ -541,6 +563,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="model names (default: the real-size models and every preset)")
     models.add_argument("--batch", type=int, default=None, help="images per step (default 32, quick: 8)")
     models.add_argument("--repeats", type=int, default=None, help="timed repetitions per implementation (default 5)")
+    models.add_argument("--min-seconds", type=float, default=None,
+                        help="repeat a short step within a repetition until it lasts this long (default 0.5, "
+                             "quick: 0)")
     train = sub.add_parser("train", help="the training engine vs a bare PyTorch loop, interleaved",
                            description="vitedu.train.fit next to a bare hand-written loop with the same maths, "
                                        "model, weights and batches: the engine's overhead and the achieved fraction "
@@ -595,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore")  # the skipped names were printed above
         if args.what == "models":
             rows = benchmark_models(names, quick=args.quick, batch=args.batch, repeats=args.repeats,
-                                    warmup=args.warmup, threads=args.threads, progress=not args.no_progress)
+                                    warmup=args.warmup, threads=args.threads, progress=not args.no_progress,
+                                    min_seconds=args.min_seconds)
         else:
             rows = benchmark_training(names, quick=args.quick, batch=args.batch, steps=args.steps,
                                       repeats=args.repeats, warmup=args.warmup, threads=args.threads,

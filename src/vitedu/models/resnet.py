@@ -141,6 +141,9 @@ class ResNet(nn.Module):
         self.num_features = in_chs
         self.fc = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights(zero_init_last)
+        # NHWC weights, and NHWC inputs in forward_features: oneDNN's CPU convolutions run 1.1-1.4x faster on them
+        # than on NCHW (cuDNN's too, under mixed precision); the results are the same up to float rounding.
+        self.to(memory_format=torch.channels_last)
 
     def _init_weights(self, zero_init_last: bool) -> None:
         for m in self.modules():
@@ -164,7 +167,7 @@ class ResNet(nn.Module):
             raise ValueError(f"{name} downsamples by {self.reduction}: an image side of {min(x.shape[-2:])} px is "
                              f"smaller than one output cell. Use images of at least {self.reduction} px "
                              "(for small images, the 'cifar' stem downsamples less).")
-        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x.to(memory_format=torch.channels_last)))))
         for stage in self.stages():
             x = stage(x)
         return x
