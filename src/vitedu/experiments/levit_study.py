@@ -88,7 +88,10 @@ def small_model_throughput(models: dict[str, nn.Module], cfg: Config, image_size
 
 def paper_models(img_size: int = 224, include_unfused: bool = True) -> dict[str, nn.Module]:
     """The models of the 224-px timing, random weights: the LeViTs fused (as the paper times them), ResNet-50 and
-    DeiT-Tiny from vitedu, EfficientNet-B0..B3 from timm (``pretrained=False``: nothing is downloaded)."""
+    DeiT-Tiny from vitedu, EfficientNet-B0..B3 from timm (``pretrained=False``: nothing is downloaded).
+
+    The EfficientNets get NHWC (channels_last) weights like vitedu's convolutional models, so that no side of the
+    comparison has the faster convolution layout to itself."""
     import timm
 
     torch.manual_seed(0)
@@ -98,7 +101,7 @@ def paper_models(img_size: int = 224, include_unfused: bool = True) -> dict[str,
     for name in OTHER_REFERENCES:
         models[name] = create_model(name)
     for name in EFFICIENTNETS:
-        models[name] = timm.create_model(name, pretrained=False)
+        models[name] = timm.create_model(name, pretrained=False).to(memory_format=torch.channels_last)
     return models
 
 
