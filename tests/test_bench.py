@@ -53,6 +53,17 @@ def test_flop_count_includes_attention():
         2 * 1.814, rel=0.01)  # the usual 1.8 GMACs
 
 
+@pytest.mark.parametrize("groups", [1, 4, 16])
+def test_convolution_gradients_cost_twice_the_forward_whatever_the_groups(groups):
+    # torch's own formula counts a grouped convolution's weight gradient `groups` times over
+    conv = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3, padding=1, groups=groups, bias=False), torch.nn.Flatten())
+    x = torch.randn(2, 16, 8, 8)  # the flattened maps serve as logits for the benchmark's loss
+    macs = 2 * 32 * (16 // groups) * 9 * 8 * 8
+    assert bench.count_flops(conv, x, training=False) == 2 * macs
+    assert bench.count_flops(conv, x, training=True) == 2 * 2 * macs  # the input needs no gradient: weight only
+    assert bench.count_flops(conv, x.requires_grad_(), training=True) == 3 * 2 * macs
+
+
 def test_a_twin_with_other_weights_is_caught(monkeypatch):
     real = convert.to_timm
 

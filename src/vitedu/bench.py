@@ -115,16 +115,30 @@ def _training_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """FLOPs of a convolution's backward (a FlopCounterMode formula, called with shapes): each gradient asked for,
+    of the input (a transposed convolution of the output gradient with the weight) and of the weight (a convolution of
+    the input with the output gradient), takes as many multiply-adds as the forward; groups included, since the
+    weight's shape already divides the input channels by them."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
 def count_flops(model: nn.Module, x: torch.Tensor, training: bool) -> int:
     """FLOPs (a multiply-add counts 2) of one forward, or of forward + backward, for the batch ``x``.
 
     Attention is counted through the math kernel: the fused CPU kernel has no formula in FlopCounterMode.
+    Convolution gradients use ``conv_backward_flops``: torch's own formula counts a grouped convolution's weight
+    gradient ``groups`` times over (PatchConvNet's depthwise convolutions came out at 7 times their forward FLOPs).
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     model.train(training)
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
     # Autograd stays on even for inference: under no_grad, FlopCounterMode's module tracker fails on views of
     # parameters (e.g. an expanded class token). Only the forward runs, so only forward FLOPs are counted.
     with sdpa_kernel([SDPBackend.MATH]), counter:
